@@ -1,0 +1,97 @@
+"""What every command shares: `--home`, error mapping to exit codes, output helpers."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+import orjson
+
+from ..errors import EXIT_USAGE, OrchestratorError, UsageError
+from ..home import Home
+from ..model import QueueConfig
+from ..queue import Queue, parse_task_id
+
+
+class CommandError(click.ClickException):
+    """A one-line `Error: ...` with the exit code of the error that caused it."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Group(click.Group):
+    """A click group that turns package errors into one-line errors with their exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OrchestratorError as exc:
+            raise CommandError(str(exc), exc.exit_code) from None
+
+
+home_option = click.option(
+    "--home", "home", default=None, metavar="DIR",
+    help="Data home (default: $ORCH_HOME, else automation/orchestrator).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+actor_option = click.option(
+    "--actor", default=None, help="Who acts (default: $ORCH_ACTOR, else the login name)."
+)
+
+
+def resolve_actor(actor: str | None) -> str:
+    chosen = actor or os.environ.get("ORCH_ACTOR")
+    if not chosen:
+        try:
+            chosen = getpass.getuser()
+        except (KeyError, OSError):
+            chosen = "operator"
+    if not chosen.strip():
+        raise UsageError("--actor must not be empty")
+    return chosen.strip()
+
+
+def require_notes(notes: str | None, option: str = "--notes") -> str:
+    if notes is None or not notes.strip():
+        raise UsageError(f"{option} must not be empty")
+    return notes.strip()
+
+
+def task_id_arg(value: str) -> int:
+    return parse_task_id(value)
+
+
+def open_queue(home_opt: str | None, *, create: bool = False, config: QueueConfig | None = None) -> Queue:
+    """Open the home's queue (on the clock of the run in progress, if any)."""
+    home = Home.resolve(home_opt)
+    if create:
+        home.ensure()
+    return Queue(home.db, config=config, create=create)
+
+
+def print_json(doc: Any) -> None:
+    click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def usage_guard(fn: Callable) -> Callable:
+    """Turn a UsageError raised while parsing into exit code 2 (used on callbacks)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UsageError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+
+    return wrapper

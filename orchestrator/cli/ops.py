@@ -1,0 +1,123 @@
+"""`ops`: what an on-call engineer runs: status, cancel, replan, retry."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import UnknownTask, UsageError
+from ..home import Home
+from ..model import ErrorClass, State
+from ..queue import task_name
+from .common import (Group, actor_option, home_option, json_option, open_queue, print_json, require_notes,
+                     resolve_actor, task_id_arg)
+from .render import render_history, render_status, render_tasks
+
+id_option = click.option("--id", "task", required=True, metavar="ORCH-N", help="Task id, e.g. ORCH-12.")
+notes_option = click.option("--notes", default=None, help="Why: kept with the event.")
+
+
+@click.group(cls=Group, help="On-call operations on the soak queue.")
+@click.version_option(package_name="soak-orchestrator", prog_name="ops")
+def ops() -> None:
+    pass
+
+
+@ops.command(help="Counts per state, oldest PENDING age, leases, errors, recent operator actions. Never writes.")
+@click.option("--id", "task", default=None, metavar="ORCH-N", help="Show one task's whole history.")
+@home_option
+@json_option
+def status(task: str | None, home: str | None, as_json: bool) -> None:
+    task_id = task_id_arg(task) if task is not None else None
+    if not Home.resolve(home).db.exists():
+        if task_id is not None:
+            raise UnknownTask(f"no task {task} (no queue at {Home.resolve(home).db})")
+        doc = {"home": str(Home.resolve(home).root), "queue": None}
+        print_json(doc) if as_json else click.echo(f"No queue yet at {Home.resolve(home).db}.")
+        return
+    with open_queue(home) as queue:
+        if task_id is not None:
+            doc = {"task": _task_doc(queue.get(task_id)), "events": queue.history(task_id)}
+            print_json(doc) if as_json else render_history(doc, queue.clock)
+            return
+        doc = queue.status()
+        print_json(doc) if as_json else render_status(doc, queue.clock)
+
+
+def _task_doc(task) -> dict:
+    return {
+        "id": task.name, "key": task.key, "state": task.state.value, "attempt": task.attempt,
+        "max_attempts": task.max_attempts, "epoch": task.epoch, "worker": task.worker,
+        "budget": task.budget, "error": task.error, "detail": task.detail, "plan": task.plan,
+        "payload": task.payload,
+    }
+
+
+def _act(action: str, task: str, home: str | None, actor: str | None, notes: str | None,
+         as_json: bool, budget: float | None = None) -> None:
+    task_id = task_id_arg(task)
+    who = resolve_actor(actor)
+    with open_queue(home) as queue:
+        after = queue.operate(action, task_id, actor=who, notes=notes, budget=budget)
+    if as_json:
+        print_json(_task_doc(after))
+    else:
+        click.echo(f"{after.name}: {action} by {who} -> {after.state.value}")
+
+
+@ops.command(help="Isolate a task: PENDING, IN_PROGRESS or BLOCKED -> CANCELLED (fences any lease).")
+@id_option
+@notes_option
+@actor_option
+@home_option
+@json_option
+def cancel(task, notes, actor, home, as_json):
+    _act("cancel", task, home, actor, notes, as_json)
+
+
+@ops.command(help="Record a new plan (notes, budget). Releases a BLOCKED task to PENDING; on a "
+                  "CANCELLED or FAILED task it records the plan and `ops retry` runs it.")
+@id_option
+@click.option("--notes", required=True, help="Cause and action (required).")
+@click.option("--budget", type=float, default=None, help="New guardrail budget (> 0).")
+@actor_option
+@home_option
+@json_option
+def replan(task, notes, budget, actor, home, as_json):
+    notes = require_notes(notes)
+    if budget is not None and not budget > 0:
+        raise UsageError("--budget must be greater than 0")
+    _act("replan", task, home, actor, notes, as_json, budget)
+
+
+@ops.command(help="Run a FAILED or CANCELLED task again (fresh attempts). One by --id, or in bulk "
+                  "by --state/--error-class, previewed with --dry-run.")
+@click.option("--id", "task", default=None, metavar="ORCH-N", help="Task id, e.g. ORCH-12.")
+@click.option("--state", "state", type=click.Choice(["FAILED", "CANCELLED"]), default=None,
+              help="Bulk: every task in this state.")
+@click.option("--error-class", "error_class", type=click.Choice([e.value for e in ErrorClass]),
+              default=None, help="Bulk: only tasks whose last error has this class.")
+@click.option("--dry-run", is_flag=True, help="Bulk: show what would be retried; write nothing.")
+@notes_option
+@actor_option
+@home_option
+@json_option
+def retry(task, state, error_class, dry_run, notes, actor, home, as_json):
+    if task is not None:
+        if state or error_class or dry_run:
+            raise UsageError("--id cannot be combined with --state, --error-class or --dry-run")
+        _act("retry", task, home, actor, notes, as_json)
+        return
+    if state is None:
+        raise UsageError("give --id ORCH-N, or --state FAILED|CANCELLED for a bulk retry")
+    who = resolve_actor(actor)
+    with open_queue(home) as queue:
+        ids = queue.select_ids(State(state), error_class)
+        if dry_run:
+            doc = {"would_retry": len(ids), "first": [task_name(i) for i in ids[:10]]}
+            print_json(doc) if as_json else render_tasks("Would retry", ids)
+            return
+        done = queue.operate_many("retry", ids, actor=who, notes=notes)
+    if as_json:
+        print_json({"retried": len(done), "first": [t.name for t in done[:10]]})
+    else:
+        render_tasks(f"Retried by {who}", [t.id for t in done])

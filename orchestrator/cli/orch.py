@@ -1,0 +1,100 @@
+"""`orch`: enqueue, worker, the operator's closes (done, fail), and the soak commands."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import click
+
+from ..errors import UsageError
+from ..handlers import load_handler
+from ..home import Home
+from ..model import QueueConfig
+from ..queue import Queue, parse_payload
+from ..worker import WorkerConfig, run_worker
+from .common import (Group, actor_option, home_option, json_option, open_queue, print_json, require_notes,
+                     resolve_actor, task_id_arg)
+from .ops import _act
+
+
+@click.group(cls=Group, help="Soak-test orchestrator: queue, workers, soak runs.")
+@click.version_option(package_name="soak-orchestrator", prog_name="orch")
+def orch() -> None:
+    pass
+
+
+@orch.command(help="Enqueue one task under an idempotency key.")
+@click.option("--key", required=True, help="Idempotency key (unique per task).")
+@click.option("--payload", default="{}", show_default=True, help="Task payload as JSON.")
+@click.option("--budget", type=float, default=None, help="Guardrail budget (> 0).")
+@actor_option
+@home_option
+@json_option
+def enqueue(key, payload, budget, actor, home, as_json):
+    if not key.strip():
+        raise UsageError("--key must not be empty")
+    body = parse_payload(payload)
+    if budget is not None and not budget > 0:
+        raise UsageError("--budget must be greater than 0")
+    who = resolve_actor(actor)
+    with open_queue(home, create=True) as queue:
+        result = queue.enqueue(key, body, budget=budget, actor=who)
+    name = f"ORCH-{result.task}"
+    if as_json:
+        print_json({"id": name, "created": result.created})
+    else:
+        click.echo(f"{name} {'enqueued' if result.created else 'already enqueued (duplicate_enqueue recorded)'}")
+
+
+@orch.command(help="Run a worker process: lease, heartbeat, run the handler, report. "
+                   "SIGTERM finishes or releases the current task and exits.")
+@click.option("--handler", default="orchestrator.handlers:synthetic", show_default=True,
+              help="Handler as module:function.")
+@click.option("--name", default=None, help="Worker name (default: host-pid).")
+@click.option("--batch", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Tasks leased at once.")
+@click.option("--ttl", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Lease TTL in soak seconds.")
+@click.option("--poll", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
+              help="Idle poll interval in soak seconds.")
+@click.option("--cap", type=click.IntRange(min=1), default=None, help="Global cap on tasks in flight.")
+@click.option("--reap/--no-reap", default=True, show_default=True,
+              help="Also return expired leases (off when a soak supervisor reaps).")
+@click.option("--idle-exit", type=click.FloatRange(min=0), default=None,
+              help="Exit after this many idle soak seconds.")
+@click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Exit after this many tasks.")
+@click.option("--synchronous", type=click.Choice(["NORMAL", "FULL"]), default="NORMAL", show_default=True)
+@home_option
+def worker(handler, name, batch, ttl, poll, cap, reap, idle_exit, max_tasks, synchronous, home):
+    load_handler(handler)  # refuse a bad handler before touching the database
+    home_ = Home.resolve(home).ensure()
+    config = QueueConfig(lease_ttl=ttl, inflight_cap=cap, synchronous=synchronous)
+    probe = Queue(home_.db, config=config)  # the run's clock, if a run is in progress
+    clock = probe.clock
+    probe.close()
+    wcfg = WorkerConfig(
+        name=name or f"{socket.gethostname()}-{os.getpid()}", handler=handler, batch=batch, poll=poll,
+        reap_every=ttl / 2 if reap else None, idle_exit=idle_exit, max_tasks=max_tasks,
+    )
+    raise SystemExit(run_worker(home_.db, clock, config, wcfg))
+
+
+@orch.command(help="Operator close: a PENDING, IN_PROGRESS or BLOCKED task -> DONE (no effect written).")
+@click.option("--id", "task", required=True, metavar="ORCH-N", help="Task id, e.g. ORCH-12.")
+@click.option("--notes", required=True, help="Why (required).")
+@actor_option
+@home_option
+@json_option
+def done(task, notes, actor, home, as_json):
+    _act("done", task, home, actor, require_notes(notes), as_json)
+
+
+@orch.command(help="Operator close: a PENDING, IN_PROGRESS or BLOCKED task -> FAILED.")
+@click.option("--id", "task", required=True, metavar="ORCH-N", help="Task id, e.g. ORCH-12.")
+@click.option("--notes", required=True, help="Why (required).")
+@actor_option
+@home_option
+@json_option
+def fail(task, notes, actor, home, as_json):
+    _act("fail", task, home, actor, require_notes(notes), as_json)

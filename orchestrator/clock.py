@@ -1,0 +1,52 @@
+"""The soak clock: soak time = start + elapsed wall time x speed.
+
+Every duration in this package is in soak seconds. Times stored in the database are soak
+times on one axis: at speed 1 the soak clock is the wall clock (Unix seconds); at speed S
+it starts at the run's wall start and runs S times faster. Processes of one run rebuild the
+same clock from the run's record, so they all agree.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+
+@dataclass(frozen=True)
+class Clock:
+    """A clock that runs `speed` times faster than the wall clock from `origin`."""
+
+    origin: float = 0.0  # wall time (Unix seconds) where soak time equals wall time
+    speed: float = 1.0
+
+    def now(self) -> float:
+        """Current soak time (seconds on the soak axis)."""
+        wall = time.time()
+        return self.origin + (wall - self.origin) * self.speed
+
+    def to_wall(self, soak_seconds: float) -> float:
+        """Wall seconds that `soak_seconds` of soak time take."""
+        return soak_seconds / self.speed
+
+    def to_soak(self, wall_seconds: float) -> float:
+        """Soak seconds that pass in `wall_seconds` of wall time."""
+        return wall_seconds * self.speed
+
+    def sleep(self, soak_seconds: float) -> None:
+        """Sleep for `soak_seconds` of soak time."""
+        if soak_seconds > 0:
+            time.sleep(soak_seconds / self.speed)
+
+    def wall_of(self, soak_time: float) -> float:
+        """The wall time (Unix seconds) at which the soak clock shows `soak_time`."""
+        return self.origin + (soak_time - self.origin) / self.speed
+
+
+WALL = Clock()
+
+
+def iso_utc(wall_seconds: float) -> str:
+    """UTC ISO 8601 with milliseconds, as the JSONL contract writes `wall`."""
+    stamp = datetime.fromtimestamp(wall_seconds, tz=timezone.utc)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,500 @@
+"""The SQLite lease queue and its state machine.
+
+Every transition writes its event row in the same transaction (gap-free `seq`). Worker calls
+carry (task, epoch) and apply only while `state='IN_PROGRESS' AND epoch=?`; a stale call changes
+nothing but is recorded as `stale_rejected`. The effect row of a task is written in the same
+transaction as DONE, under a UNIQUE idempotency key.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .clock import WALL, Clock
+from .errors import IllegalTransition, KeyConflict, UnknownTask, UsageError
+from .model import ACTION_EVENTS, OPERATOR_ACTIONS, ErrorClass, QueueConfig, State, shorten
+from .sqlfile import q
+from .store import Writer, connect
+
+_TASK_ID = re.compile(r"^ORCH-([1-9][0-9]{0,17})$")
+REAP_BATCH = 256
+
+
+def parse_task_id(text: str) -> int:
+    """`ORCH-12` -> 12; anything else is a usage error."""
+    match = _TASK_ID.match(text.strip()) if isinstance(text, str) else None
+    if not match:
+        raise UsageError(f"malformed task id {text!r} (expected ORCH-<n>, e.g. ORCH-12)")
+    return int(match.group(1))
+
+
+def task_name(task_id: int) -> str:
+    return f"ORCH-{task_id}"
+
+
+def canonical_json(payload: Any) -> str:
+    try:
+        return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError as exc:
+        raise UsageError(f"payload is not JSON-serialisable: {exc}") from None
+
+
+def parse_payload(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"payload is not valid JSON: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int
+    key: str
+    payload: str
+    state: State
+    attempt: int
+    max_attempts: int
+    epoch: int
+    worker: str | None
+    lease_until: float | None
+    due_at: float
+    enqueued_at: float
+    updated_at: float
+    budget: float | None
+    error: str | None
+    detail: str | None
+    plan: str | None
+
+    @property
+    def name(self) -> str:
+        return task_name(self.id)
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Task:
+        return cls(**{f: row[f] for f in cls.__dataclass_fields__ if f != "state"}, state=State(row["state"]))
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A task handed to one worker under `epoch` (the fencing token)."""
+
+    task: int
+    key: str
+    payload: str
+    attempt: int
+    max_attempts: int
+    epoch: int
+    budget: float | None
+    enqueued_at: float
+
+    @property
+    def name(self) -> str:
+        return task_name(self.task)
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    task: int
+    created: bool
+
+
+class Queue:
+    """All reads and writes of the queue database.
+
+    With no `clock`, the queue runs on the clock of the run in progress (else the wall clock),
+    so every process of a run agrees on soak time.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        clock: Clock | None = None,
+        config: QueueConfig | None = None,
+        *,
+        rng: random.Random | None = None,
+        create: bool = True,
+    ):
+        self.path = Path(path)
+        self.config = config or QueueConfig()
+        self.rng = rng or random.Random()
+        self.conn = connect(self.path, self.config, create=create)
+        if clock is None:
+            run = self.conn.execute(q("active_run")).fetchone()
+            clock = WALL if run is None else Clock(run["origin"], run["speed"])
+        self.use_clock(clock)
+
+    def use_clock(self, clock: Clock) -> None:
+        """Take durations (busy timeout, lock bound) through `clock` from now on."""
+        self.clock = clock
+        self.write = Writer(self.conn, clock, self.config)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- events -------------------------------------------------------------------------
+    def _event(self, conn: sqlite3.Connection, event: str, now: float, **fields: Any) -> int:
+        data = fields.pop("data", None)
+        row = {
+            "t": now, "wall": self.clock.wall_of(now), "event": event,
+            "task": None, "key": None, "state": None, "prev": None, "attempt": None, "epoch": None,
+            "worker": None, "error": None, "actor": None, "notes": None,
+            "data": orjson.dumps(data).decode() if data else None,
+        }
+        row.update(fields)
+        return conn.execute(q("insert_event"), row).lastrowid
+
+    def record(self, event: str, **fields: Any) -> int:
+        """Write one event that changes no task (worker_started, fault_injected, checkpoint...)."""
+        now = self.clock.now()
+        return self.write(lambda conn: self._event(conn, event, now, **fields))
+
+    # --- enqueue ------------------------------------------------------------------------
+    def enqueue(self, key: str, payload: Any = None, **options: Any) -> Enqueued:
+        return self.enqueue_many([(key, payload)], **options)[0]
+
+    def enqueue_many(
+        self,
+        items: Sequence[tuple[str, Any]],
+        *,
+        budget: float | None = None,
+        due_at: float | None = None,
+        max_attempts: int | None = None,
+        actor: str | None = None,
+        data: dict | None = None,
+    ) -> list[Enqueued]:
+        """Enqueue each (key, payload) in one transaction. A known key with the same payload
+        returns the existing task and records `duplicate_enqueue`; with another payload the whole
+        call is refused (`KeyConflict`) and nothing is written."""
+        if not items:
+            return []
+        prepared = []
+        for key, payload in items:
+            if not isinstance(key, str) or not key.strip():
+                raise UsageError("idempotency key must be a non-empty string")
+            payload_budget = payload.get("budget") if isinstance(payload, dict) else None
+            prepared.append((key, canonical_json(payload), payload_budget if budget is None else budget))
+        attempts = max_attempts or self.config.retry.max_attempts
+        now = self.clock.now()
+        due = now if due_at is None else due_at
+
+        def tx(conn: sqlite3.Connection) -> list[Enqueued]:
+            out = []
+            for key, body, task_budget in prepared:
+                row = conn.execute(
+                    q("insert_task"),
+                    {"key": key, "payload": body, "max_attempts": attempts, "due_at": due,
+                     "now": now, "budget": task_budget},
+                ).fetchone()
+                if row is not None:
+                    self._event(conn, "enqueued", now, task=row[0], key=key, state="PENDING",
+                                prev=None, attempt=0, epoch=0, actor=actor, data=data)
+                    out.append(Enqueued(row[0], True))
+                    continue
+                existing = conn.execute(q("task_by_key"), (key,)).fetchone()
+                if existing["payload"] != body:
+                    raise KeyConflict(
+                        f"key {key!r} is already {task_name(existing['id'])} with another payload; refused"
+                    )
+                self._event(conn, "duplicate_enqueue", now, task=existing["id"], key=key,
+                            state=existing["state"], prev=existing["state"], attempt=existing["attempt"],
+                            epoch=existing["epoch"], actor=actor, data=data)
+                out.append(Enqueued(existing["id"], False))
+            return out
+
+        return self.write(tx)
+
+    # --- leasing ------------------------------------------------------------------------
+    def has_due(self) -> bool:
+        """Read-only check that some PENDING task is due (lets idle workers skip the write lock)."""
+        return self.conn.execute(q("any_due"), (self.clock.now(),)).fetchone() is not None
+
+    def lease(self, worker: str, limit: int = 1, ttl: float | None = None) -> list[Lease]:
+        """Hand up to `limit` due PENDING tasks to `worker`, each under a new epoch."""
+        ttl = self.config.lease_ttl if ttl is None else ttl
+        cap = self.config.inflight_cap
+
+        def tx(conn: sqlite3.Connection) -> list[Lease]:
+            now = self.clock.now()
+            n = limit
+            if cap is not None:
+                n = min(n, cap - conn.execute(q("count_in_flight")).fetchone()[0])
+                if n <= 0:
+                    return []
+            rows = conn.execute(
+                q("lease"), {"worker": worker, "until": now + ttl, "now": now, "limit": n}
+            ).fetchall()
+            leases = [Lease(r["id"], r["key"], r["payload"], r["attempt"], r["max_attempts"], r["epoch"],
+                            r["budget"], r["enqueued_at"]) for r in rows]
+            leases.sort(key=lambda lease: lease.task)
+            for lease in leases:
+                self._event(conn, "leased", now, task=lease.task, key=lease.key, state="IN_PROGRESS",
+                            prev="PENDING", attempt=lease.attempt, epoch=lease.epoch, worker=worker)
+            return leases
+
+        return self.write(tx)
+
+    def _fenced(self, conn: sqlite3.Connection, now: float, call: str, task: int, epoch: int,
+                worker: str | None) -> sqlite3.Row | None:
+        """The task's row when (task, epoch) still holds the lease; else record `stale_rejected`."""
+        row = conn.execute(q("fenced_row"), (task,)).fetchone()
+        if row is None:
+            raise UnknownTask(f"no task {task_name(task)}")
+        if row["state"] == "IN_PROGRESS" and row["epoch"] == epoch:
+            return row
+        self._event(conn, "stale_rejected", now, task=task, key=row["key"], state=row["state"],
+                    prev=row["state"], attempt=row["attempt"], epoch=row["epoch"], worker=worker,
+                    data={"stale_epoch": epoch, "call": call})
+        return None
+
+    def heartbeat(self, task: int, epoch: int, worker: str | None = None, ttl: float | None = None) -> bool:
+        """Extend the lease; False (and a `stale_rejected` event) when the lease is gone."""
+        ttl = self.config.lease_ttl if ttl is None else ttl
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            now = self.clock.now()
+            done = conn.execute(q("heartbeat"), {"id": task, "epoch": epoch, "until": now + ttl, "now": now})
+            if done.rowcount == 1:
+                return True
+            self._fenced(conn, now, "heartbeat", task, epoch, worker)
+            return False
+
+        return self.write(tx)
+
+    def effect_of(self, key: str) -> sqlite3.Row | None:
+        return self.conn.execute(q("effect_by_key"), (key,)).fetchone()
+
+    def complete(self, task: int, epoch: int, worker: str | None = None, result: Any = None) -> str:
+        """Commit the effect and DONE together. Returns `completed`, `idempotency_skip` (an effect
+        for the key already existed: no second one) or `stale_rejected`."""
+        body = orjson.dumps(result).decode() if result is not None else None
+
+        def tx(conn: sqlite3.Connection) -> str:
+            now = self.clock.now()
+            row = self._fenced(conn, now, "complete", task, epoch, worker)
+            if row is None:
+                return "stale_rejected"
+            inserted = conn.execute(
+                q("insert_effect"),
+                {"key": row["key"], "task": task, "epoch": epoch, "worker": worker, "t": now, "result": body},
+            ).rowcount
+            event = "completed" if inserted == 1 else "idempotency_skip"
+            conn.execute(q("finish"), {"state": "DONE", "now": now, "error": None, "detail": None,
+                                       "id": task, "epoch": epoch})
+            self._event(conn, event, now, task=task, key=row["key"], state="DONE", prev="IN_PROGRESS",
+                        attempt=row["attempt"], epoch=epoch, worker=worker)
+            return event
+
+        return self.write(tx)
+
+    def fail(self, task: int, epoch: int, worker: str | None, error: ErrorClass | str, detail: str = "") -> str:
+        """Report a failed attempt: `retry_scheduled` (back to PENDING after a backoff),
+        `failed`, or `stale_rejected`."""
+        error = ErrorClass(error)
+        detail = shorten(detail) if detail else None
+
+        def tx(conn: sqlite3.Connection) -> str:
+            now = self.clock.now()
+            row = self._fenced(conn, now, "fail", task, epoch, worker)
+            if row is None:
+                return "stale_rejected"
+            backoff = self.config.retry.decide(error, row["attempt"], row["unknown_seen"], self.rng)
+            common = {"task": task, "key": row["key"], "prev": "IN_PROGRESS", "attempt": row["attempt"],
+                      "epoch": epoch, "worker": worker, "error": error.value}
+            if backoff is None:
+                conn.execute(q("finish"), {"state": "FAILED", "now": now, "error": error.value,
+                                           "detail": detail, "id": task, "epoch": epoch})
+                self._event(conn, "failed", now, state="FAILED", data={"detail": detail}, **common)
+                return "failed"
+            conn.execute(q("reschedule"), {"now": now, "due_at": now + backoff, "error": error.value,
+                                           "detail": detail, "unknown": int(error is ErrorClass.UNKNOWN),
+                                           "refund": 0, "id": task, "epoch": epoch})
+            self._event(conn, "retry_scheduled", now, state="PENDING",
+                        data={"backoff": round(backoff, 3), "detail": detail}, **common)
+            return "retry_scheduled"
+
+        return self.write(tx)
+
+    def block(self, task: int, epoch: int, worker: str | None, spend: float, budget: float | None) -> str:
+        """Guardrail hard exceed: record `guardrail_exceeded` and move the task to BLOCKED."""
+
+        def tx(conn: sqlite3.Connection) -> str:
+            now = self.clock.now()
+            row = self._fenced(conn, now, "block", task, epoch, worker)
+            if row is None:
+                return "stale_rejected"
+            common = {"task": task, "key": row["key"], "attempt": row["attempt"], "epoch": epoch,
+                      "worker": worker, "error": ErrorClass.GUARDRAIL.value}
+            figures = {"spend": spend, "budget": budget}
+            self._event(conn, "guardrail_exceeded", now, state="IN_PROGRESS", prev="IN_PROGRESS",
+                        data=figures, **common)
+            conn.execute(q("finish"), {"state": "BLOCKED", "now": now, "error": ErrorClass.GUARDRAIL.value,
+                                       "detail": f"spend {spend:g} > budget {budget}", "id": task,
+                                       "epoch": epoch})
+            self._event(conn, "blocked", now, state="BLOCKED", prev="IN_PROGRESS", data=figures, **common)
+            return "blocked"
+
+        return self.write(tx)
+
+    def release(self, task: int, epoch: int, worker: str | None) -> str:
+        """Give a lease back unrun (worker shutting down): PENDING at once, attempt not counted."""
+
+        def tx(conn: sqlite3.Connection) -> str:
+            now = self.clock.now()
+            row = self._fenced(conn, now, "release", task, epoch, worker)
+            if row is None:
+                return "stale_rejected"
+            conn.execute(q("reschedule"), {"now": now, "due_at": now, "error": None, "detail": None,
+                                           "unknown": 0, "refund": 1, "id": task, "epoch": epoch})
+            self._event(conn, "released", now, task=task, key=row["key"], state="PENDING",
+                        prev="IN_PROGRESS", attempt=row["attempt"] - 1, epoch=epoch, worker=worker)
+            return "released"
+
+        return self.write(tx)
+
+    def reap(self) -> list[tuple[int, str]]:
+        """Return expired leases to PENDING (the attempt counts) or to FAILED (`lease_timeout`)
+        when the attempts are spent. Returns (task, new state) pairs."""
+
+        def tx(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+            now = self.clock.now()
+            out = []
+            for row in conn.execute(q("expired_leases"), (now, REAP_BATCH)).fetchall():
+                spent = row["attempt"] >= row["max_attempts"]
+                state = "FAILED" if spent else "PENDING"
+                params = {"now": now, "error": ErrorClass.LEASE_TIMEOUT.value, "detail": None,
+                          "id": row["id"], "epoch": row["epoch"]}
+                if spent:
+                    conn.execute(q("finish"), {"state": "FAILED", **params})
+                else:
+                    conn.execute(q("reschedule"), {"due_at": now, "unknown": 0, "refund": 0, **params})
+                self._event(conn, "lease_expired", now, task=row["id"], key=row["key"], state=state,
+                            prev="IN_PROGRESS", attempt=row["attempt"], epoch=row["epoch"],
+                            worker=row["worker"], error=ErrorClass.LEASE_TIMEOUT.value,
+                            data={"lease_until": row["lease_until"]})
+                out.append((row["id"], state))
+            return out
+
+        return self.write(tx)
+
+    # --- operator actions ---------------------------------------------------------------
+    def operate(self, action: str, task: int, *, actor: str, notes: str | None = None,
+                budget: float | None = None) -> Task:
+        """cancel | replan | retry | done | fail through the guarded state machine."""
+        return self.write(lambda conn: self._operate(conn, self.clock.now(), action, task, actor, notes, budget))
+
+    def _operate(self, conn: sqlite3.Connection, now: float, action: str, task: int, actor: str,
+                 notes: str | None, budget: float | None) -> Task:
+        allowed, target = OPERATOR_ACTIONS[action]
+        row = conn.execute(q("task_by_id"), (task,)).fetchone()
+        if row is None:
+            raise UnknownTask(f"no task {task_name(task)}")
+        current = State(row["state"])
+        if current not in allowed:
+            names = ", ".join(s.value for s in State if s in allowed)
+            raise IllegalTransition(
+                f"{task_name(task)} is {current.value}; {action} is allowed from {names}"
+            )
+        new_state = target or current
+        if action == "replan" and current is State.BLOCKED:
+            new_state = State.PENDING
+        fresh = new_state is State.PENDING
+        update = {
+            "id": task, "now": now, "state": new_state.value,
+            "due_at": now if fresh else row["due_at"],
+            "attempt": 0 if fresh else row["attempt"],
+            "unknown_seen": 0 if fresh else row["unknown_seen"],
+            "budget": budget if budget is not None else row["budget"],
+            "plan": notes if action == "replan" else row["plan"],
+            "error": None if fresh else row["error"],
+            "detail": None if fresh else row["detail"],
+        }
+        if action == "fail":
+            update.update(error=ErrorClass.OPERATOR.value, detail=shorten(notes or ""))
+        conn.execute(q("operator_update"), update)
+        data = {"budget": budget} if budget is not None else None
+        if action == "fail":
+            data = {**(data or {}), "detail": notes}
+        self._event(conn, ACTION_EVENTS[action], now, task=task, key=row["key"], state=new_state.value,
+                    prev=current.value, attempt=update["attempt"], epoch=row["epoch"],
+                    worker=row["worker"], error=update["error"] if action == "fail" else None,
+                    actor=actor, notes=notes, data=data)
+        return Task.from_row(conn.execute(q("task_by_id"), (task,)).fetchone())
+
+    def select_ids(self, state: State, error: str | None = None) -> list[int]:
+        return [r[0] for r in self.conn.execute(q("ids_by_state_error"), {"state": state.value, "error": error})]
+
+    def operate_many(self, action: str, tasks: Iterable[int], *, actor: str, notes: str | None = None) -> list[Task]:
+        """Apply one action to many tasks in one transaction: all or nothing."""
+        ids = list(tasks)
+
+        def tx(conn: sqlite3.Connection) -> list[Task]:
+            now = self.clock.now()
+            return [self._operate(conn, now, action, t, actor, notes, None) for t in ids]
+
+        return self.write(tx)
+
+    # --- reads --------------------------------------------------------------------------
+    def get(self, task: int) -> Task:
+        row = self.conn.execute(q("task_by_id"), (task,)).fetchone()
+        if row is None:
+            raise UnknownTask(f"no task {task_name(task)}")
+        return Task.from_row(row)
+
+    def history(self, task: int) -> list[dict]:
+        self.get(task)
+        return [event_dict(r) for r in self.conn.execute(q("task_events"), (task,))]
+
+    def events_after(self, seq: int, limit: int = 10_000) -> list[sqlite3.Row]:
+        return self.conn.execute(q("events_after"), (seq, limit)).fetchall()
+
+    def last_seq(self) -> int:
+        return self.conn.execute(q("last_seq")).fetchone()[0]
+
+    def status(self, recent: int = 10) -> dict:
+        """Counts per state, oldest PENDING age, expired leases, in-flight per worker,
+        errors by class, recent operator actions. Read-only."""
+        now = self.clock.now()
+        conn = self.conn
+        counts = {s.value: 0 for s in State}
+        counts.update({r["state"]: r["n"] for r in conn.execute(q("counts_by_state"))})
+        oldest = conn.execute(q("oldest_pending")).fetchone()[0]
+        return {
+            "counts": counts,
+            "total": sum(counts.values()),
+            "effects": conn.execute(q("count_effects")).fetchone()[0],
+            "oldest_pending_age": None if oldest is None else round(now - oldest, 3),
+            "expired_leases": conn.execute(q("count_expired"), (now,)).fetchone()[0],
+            "in_flight": [
+                {"worker": r["worker"], "tasks": r["n"],
+                 "heartbeat_age": None if r["oldest_heartbeat"] is None else round(now - r["oldest_heartbeat"], 3)}
+                for r in conn.execute(q("in_flight_by_worker"))
+            ],
+            "errors": [{"error": r["error"], "state": r["state"], "tasks": r["n"]}
+                       for r in conn.execute(q("errors_by_class"))],
+            "recent_actions": [event_dict(r) for r in conn.execute(q("recent_operator_events"), (recent,))],
+            "last_seq": self.last_seq(),
+        }
+
+
+def event_dict(row: sqlite3.Row) -> dict:
+    """An event row as a plain dict (task as `ORCH-n`, `data` merged in)."""
+    out = {k: row[k] for k in row.keys() if k != "data"}
+    if out.get("task") is not None:
+        out["task"] = task_name(out["task"])
+    if row["data"]:
+        out.update(orjson.loads(row["data"]))
+    return out

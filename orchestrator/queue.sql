@@ -1,0 +1,192 @@
+-- Every SQL statement of the package lives in this file, each under a `-- name:` header.
+-- orchestrator/sqlfile.py loads it; orchestrator/queue.py (and the run store) execute it.
+
+-- name: schema
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('PENDING', 'IN_PROGRESS', 'DONE', 'FAILED', 'BLOCKED', 'CANCELLED')),
+    attempt INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    unknown_seen INTEGER NOT NULL DEFAULT 0,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    lease_until REAL,
+    heartbeat_at REAL,
+    due_at REAL NOT NULL,
+    enqueued_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    budget REAL,
+    error TEXT,
+    detail TEXT,
+    plan TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at, id) WHERE state = 'PENDING';
+CREATE INDEX IF NOT EXISTS tasks_lease ON tasks (lease_until) WHERE state = 'IN_PROGRESS';
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state, error);
+CREATE TABLE IF NOT EXISTS effects (
+    key TEXT PRIMARY KEY,
+    task INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    worker TEXT,
+    t REAL NOT NULL,
+    result TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    t REAL NOT NULL,
+    wall REAL NOT NULL,
+    event TEXT NOT NULL,
+    task INTEGER,
+    key TEXT,
+    state TEXT,
+    prev TEXT,
+    attempt INTEGER,
+    epoch INTEGER,
+    worker TEXT,
+    error TEXT,
+    actor TEXT,
+    notes TEXT,
+    data TEXT
+);
+CREATE INDEX IF NOT EXISTS events_task ON events (task, seq);
+CREATE INDEX IF NOT EXISTS events_operator ON events (seq) WHERE actor IS NOT NULL;
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    profile_name TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    speed REAL NOT NULL,
+    origin REAL NOT NULL,
+    started_wall REAL NOT NULL,
+    started_soak REAL NOT NULL,
+    status TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    shipped_seq INTEGER NOT NULL,
+    next_arrival INTEGER NOT NULL DEFAULT 0,
+    supervisor_pid INTEGER,
+    alive_wall REAL,
+    ended_wall REAL,
+    verdict TEXT,
+    commit_sha TEXT,
+    log_path TEXT,
+    inflight_cap INTEGER
+);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('schema', 'orch-queue/1');
+
+-- name: schema_version
+SELECT value FROM meta WHERE name = 'schema';
+
+-- name: insert_event
+INSERT INTO events (t, wall, event, task, key, state, prev, attempt, epoch, worker, error, actor, notes, data)
+VALUES (:t, :wall, :event, :task, :key, :state, :prev, :attempt, :epoch, :worker, :error, :actor, :notes, :data);
+
+-- name: insert_task
+INSERT INTO tasks (key, payload, state, max_attempts, due_at, enqueued_at, updated_at, budget)
+VALUES (:key, :payload, 'PENDING', :max_attempts, :due_at, :now, :now, :budget)
+ON CONFLICT (key) DO NOTHING
+RETURNING id;
+
+-- name: task_by_id
+SELECT * FROM tasks WHERE id = ?;
+
+-- name: task_by_key
+SELECT * FROM tasks WHERE key = ?;
+
+-- name: any_due
+SELECT 1 FROM tasks WHERE state = 'PENDING' AND due_at <= ? LIMIT 1;
+
+-- name: count_in_flight
+SELECT count(*) FROM tasks WHERE state = 'IN_PROGRESS';
+
+-- name: lease
+UPDATE tasks
+SET state = 'IN_PROGRESS', epoch = epoch + 1, attempt = attempt + 1, worker = :worker,
+    lease_until = :until, heartbeat_at = :now, updated_at = :now
+WHERE id IN (
+    SELECT id FROM tasks WHERE state = 'PENDING' AND due_at <= :now ORDER BY due_at, id LIMIT :limit
+)
+RETURNING id, key, payload, attempt, max_attempts, epoch, budget, enqueued_at;
+
+-- name: heartbeat
+UPDATE tasks SET lease_until = :until, heartbeat_at = :now
+WHERE id = :id AND state = 'IN_PROGRESS' AND epoch = :epoch;
+
+-- name: fenced_row
+SELECT id, key, state, attempt, epoch, unknown_seen FROM tasks WHERE id = ?;
+
+-- name: insert_effect
+INSERT INTO effects (key, task, epoch, worker, t, result) VALUES (:key, :task, :epoch, :worker, :t, :result)
+ON CONFLICT (key) DO NOTHING;
+
+-- name: effect_by_key
+SELECT * FROM effects WHERE key = ?;
+
+-- name: finish
+UPDATE tasks
+SET state = :state, worker = NULL, lease_until = NULL, updated_at = :now, error = :error, detail = :detail
+WHERE id = :id AND state = 'IN_PROGRESS' AND epoch = :epoch;
+
+-- name: reschedule
+UPDATE tasks
+SET state = 'PENDING', worker = NULL, lease_until = NULL, updated_at = :now, due_at = :due_at,
+    error = :error, detail = :detail, unknown_seen = unknown_seen + :unknown, attempt = attempt - :refund
+WHERE id = :id AND state = 'IN_PROGRESS' AND epoch = :epoch;
+
+-- name: expired_leases
+SELECT id, key, attempt, max_attempts, epoch, worker, lease_until FROM tasks
+WHERE state = 'IN_PROGRESS' AND lease_until < ? ORDER BY lease_until LIMIT ?;
+
+-- name: operator_update
+UPDATE tasks
+SET state = :state, worker = NULL, lease_until = NULL, updated_at = :now, due_at = :due_at,
+    attempt = :attempt, unknown_seen = :unknown_seen, budget = :budget, plan = :plan,
+    error = :error, detail = :detail
+WHERE id = :id;
+
+-- name: ids_by_state_error
+SELECT id FROM tasks WHERE state = :state AND (:error IS NULL OR error = :error) ORDER BY id;
+
+-- name: counts_by_state
+SELECT state, count(*) AS n FROM tasks GROUP BY state;
+
+-- name: errors_by_class
+SELECT error, state, count(*) AS n FROM tasks WHERE error IS NOT NULL GROUP BY error, state ORDER BY n DESC;
+
+-- name: oldest_pending
+SELECT min(enqueued_at) FROM tasks WHERE state = 'PENDING';
+
+-- name: count_expired
+SELECT count(*) FROM tasks WHERE state = 'IN_PROGRESS' AND lease_until < ?;
+
+-- name: in_flight_by_worker
+SELECT worker, count(*) AS n, min(heartbeat_at) AS oldest_heartbeat FROM tasks
+WHERE state = 'IN_PROGRESS' GROUP BY worker ORDER BY worker;
+
+-- name: recent_operator_events
+SELECT * FROM events
+WHERE actor IS NOT NULL AND event IN ('cancelled', 'replanned', 'retried', 'closed_done', 'closed_failed')
+ORDER BY seq DESC LIMIT ?;
+
+-- name: task_events
+SELECT * FROM events WHERE task = ? ORDER BY seq;
+
+-- name: events_after
+SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
+
+-- name: last_seq
+SELECT coalesce(max(seq), 0) FROM events;
+
+-- name: count_tasks
+SELECT count(*) FROM tasks;
+
+-- name: count_effects
+SELECT count(*) FROM effects;
+
+-- name: active_run
+SELECT * FROM runs WHERE status = 'running' ORDER BY started_wall DESC LIMIT 1;

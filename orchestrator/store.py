@@ -1,0 +1,127 @@
+"""Opening the queue database: WAL, pragmas, schema checks, and write transactions.
+
+Writers take the write lock with `BEGIN IMMEDIATE`. SQLite's busy timeout (in soak seconds,
+converted through the clock) waits for it; when SQLite still answers busy, tenacity retries with
+jittered backoff until the lock bound, then `DbLockError` (class `db_lock`) is raised.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import sqlite_utils
+from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+
+from .clock import Clock
+from .errors import DbLockError, StoreError
+from .model import QueueConfig
+from .sqlfile import q
+
+SCHEMA_ID = "orch-queue/1"
+T = TypeVar("T")
+
+
+def is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc)
+    )
+
+
+def connect(path: Path, config: QueueConfig, *, create: bool = True) -> sqlite3.Connection:
+    """Open (and on first use create) the queue database; refuse a foreign or broken file."""
+    path = Path(path)
+    if not path.exists():
+        if not create:
+            raise StoreError(f"no queue database at {path}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from None
+        if not os.access(path.parent, os.W_OK):
+            raise StoreError(f"home is not writable: {path.parent}")
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=1.0, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        _check_schema(conn, path, create)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={config.synchronous}")
+    except sqlite3.DatabaseError as exc:
+        if is_busy(exc):
+            raise DbLockError(f"database is locked: {path}") from None
+        if "not a database" in str(exc) or "malformed" in str(exc):
+            raise StoreError(f"not a SQLite database: {path}") from None
+        if "readonly" in str(exc) or "unable to open" in str(exc):
+            raise StoreError(f"cannot write the queue database {path}: {exc}") from None
+        raise StoreError(f"cannot open {path}: {exc}") from None
+    return conn
+
+
+def _check_schema(conn: sqlite3.Connection, path: Path, create: bool) -> None:
+    db = sqlite_utils.Database(conn)
+    tables = set(db.table_names())
+    if not tables:
+        if not create:
+            raise StoreError(f"no queue schema in {path}")
+        conn.executescript(q("schema"))
+        return
+    if "meta" not in tables:
+        raise StoreError(f"foreign schema in {path} (tables: {', '.join(sorted(tables))})")
+    row = conn.execute(q("schema_version")).fetchone()
+    if row is None or row[0] != SCHEMA_ID:
+        found = row[0] if row else "none"
+        raise StoreError(f"foreign schema in {path} (schema {found}, expected {SCHEMA_ID})")
+
+
+class Writer:
+    """Runs functions inside `BEGIN IMMEDIATE` transactions, retrying busy with backoff."""
+
+    def __init__(self, conn: sqlite3.Connection, clock: Clock, config: QueueConfig):
+        self.conn = conn
+        self.lock_retries = 0
+        busy_wall = max(clock.to_wall(config.busy_timeout), config.busy_wall_floor)
+        conn.execute(f"PRAGMA busy_timeout={max(int(busy_wall * 1000), 1)}")
+        bound_wall = max(clock.to_wall(config.lock_bound), config.lock_bound_wall_floor)
+        self._bound_soak = config.lock_bound
+        self._retrying = Retrying(
+            retry=retry_if_exception(is_busy),
+            wait=wait_random_exponential(multiplier=busy_wall, max=max(busy_wall * 8, 0.002)),
+            stop=stop_after_delay(bound_wall),
+            before_sleep=self._count,
+            reraise=False,
+        )
+
+    def _count(self, _state) -> None:
+        self.lock_retries += 1
+
+    def __call__(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return self._retrying(self._once, fn)
+        except RetryError:
+            raise DbLockError(
+                f"write lock not acquired within {self._bound_soak:g} soak seconds"
+            ) from None
+
+    def _once(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def try_once(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """One attempt with SQLite's busy timeout only: busy raises `DbLockError` at once."""
+        try:
+            return self._once(fn)
+        except sqlite3.OperationalError as exc:
+            if is_busy(exc):
+                raise DbLockError(f"database is locked: {exc}") from None
+            raise

@@ -1,0 +1,180 @@
+"""A worker process: lease -> run the handler -> complete / fail / block, with heartbeats.
+
+Signal handlers only set a flag; the loop notices, finishes (or releases) its tasks and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .clock import Clock
+from .errors import DbLockError, OrchestratorError
+from .handlers import LeaseLost, Stopping, TaskContext, load_handler, payload_of
+from .model import GuardrailExceeded, QueueConfig, classify, describe
+from .queue import Lease, Queue
+from .sqlfile import q
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    name: str
+    handler: str = "orchestrator.handlers:synthetic"
+    batch: int = 1
+    poll: float = 0.5  # soak seconds between looks when idle
+    poll_wall_floor: float = 0.001
+    reap_every: float | None = None  # soak seconds; None: someone else reaps
+    idle_exit: float | None = None  # exit after this many idle soak seconds (demos, tests)
+    max_tasks: int | None = None
+
+
+class Heartbeats(threading.Thread):
+    """Extends the lease of the running task every ttl/3; flags it lost when refused."""
+
+    def __init__(self, queue: Queue, worker: str, stop: threading.Event):
+        super().__init__(name="heartbeats", daemon=True)
+        self.queue = queue
+        self.worker = worker
+        self.stop = stop
+        self.lock = threading.Lock()
+        self.current: tuple[Lease, TaskContext, float] | None = None
+        self.period = max(queue.clock.to_wall(queue.config.lease_ttl / 3), 0.001)
+
+    def watch(self, lease: Lease | None, ctx: TaskContext | None = None) -> None:
+        with self.lock:
+            self.current = None if lease is None else (lease, ctx, self.queue.clock.now())
+
+    def run(self) -> None:
+        while not self.stop.wait(self.period):
+            with self.lock:
+                current = self.current
+            if current is None:
+                continue
+            lease, ctx, since = current
+            if self.queue.clock.now() - since < self.queue.config.lease_ttl / 3:
+                continue
+            try:
+                alive = self.queue.heartbeat(lease.task, lease.epoch, self.worker)
+            except OrchestratorError:
+                continue  # a locked database: try again next period; the lease may expire
+            with self.lock:
+                if self.current is current:
+                    self.current = (lease, ctx, self.queue.clock.now())
+            if not alive:
+                ctx.lost.set()
+
+
+class Worker:
+    def __init__(self, queue: Queue, config: WorkerConfig, handler: Callable[[TaskContext], Any] | None = None,
+                 heartbeat_queue: Queue | None = None):
+        self.queue = queue
+        self.config = config
+        self.handler = handler or load_handler(config.handler)
+        self.stopping = threading.Event()
+        self.finished = threading.Event()
+        self.heartbeats = Heartbeats(heartbeat_queue or queue, config.name, self.finished)
+        self.done = 0
+        self.lock_requester: Callable[[float], None] | None = None
+
+    def install_signals(self) -> None:
+        def on_signal(signum, _frame):
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def run(self) -> int:
+        cfg, queue, clock = self.config, self.queue, self.queue.clock
+        queue.record("worker_started", worker=cfg.name, data={"pid": os.getpid(), "handler": cfg.handler})
+        self.heartbeats.start()
+        idle_since = clock.now()
+        last_reap = float("-inf")
+        pause = max(clock.to_wall(cfg.poll), cfg.poll_wall_floor)
+        reason = "stopped"
+        try:
+            while not self.stopping.is_set():
+                now = clock.now()
+                if cfg.reap_every is not None and now - last_reap >= cfg.reap_every:
+                    queue.reap()
+                    last_reap = now
+                leases = self._lease() if queue.has_due() else []
+                if not leases:
+                    if cfg.idle_exit is not None and clock.now() - idle_since >= cfg.idle_exit:
+                        reason = "idle"
+                        break
+                    self.stopping.wait(pause)
+                    continue
+                for i, lease in enumerate(leases):
+                    if self.stopping.is_set():
+                        for rest in leases[i:]:
+                            queue.release(rest.task, rest.epoch, cfg.name)
+                        break
+                    self._run_one(lease)
+                idle_since = clock.now()
+                if cfg.max_tasks is not None and self.done >= cfg.max_tasks:
+                    reason = "max_tasks"
+                    break
+        finally:
+            self.finished.set()
+            queue.record("worker_exited", worker=cfg.name, data={"pid": os.getpid(), "reason": reason,
+                                                                 "tasks": self.done})
+        return 0
+
+    def _lease(self) -> list[Lease]:
+        try:
+            return self.queue.lease(self.config.name, self.config.batch)
+        except DbLockError:
+            return []
+
+    def _context(self, lease: Lease) -> TaskContext:
+        return TaskContext(
+            task=lease.name, key=lease.key, payload=payload_of(lease.payload), attempt=lease.attempt,
+            epoch=lease.epoch, budget=lease.budget, clock=self.queue.clock,
+            probe_write=self._probe_write, request_lock=self.lock_requester,
+        )
+
+    def _probe_write(self) -> None:
+        """One write with SQLite's busy timeout only, no retries (how db_lock faults surface)."""
+        self.queue.write.try_once(lambda conn: conn.execute(q("last_seq")).fetchone())
+
+    def _run_one(self, lease: Lease) -> None:
+        queue, name = self.queue, self.config.name
+        self.done += 1
+        if queue.effect_of(lease.key) is not None:
+            queue.complete(lease.task, lease.epoch, name)  # records idempotency_skip, no handler run
+            return
+        ctx = self._context(lease)
+        self.heartbeats.watch(lease, ctx)
+        try:
+            result = self.handler(ctx)
+        except LeaseLost:
+            return  # the refused heartbeat was recorded as stale_rejected; nothing more to say
+        except Stopping:
+            queue.release(lease.task, lease.epoch, name)
+            return
+        except GuardrailExceeded as exc:
+            queue.block(lease.task, lease.epoch, name, exc.spend, exc.budget)
+            return
+        except Exception as exc:  # every handler failure is classified and reported, never lost
+            queue.fail(lease.task, lease.epoch, name, classify(exc), describe(exc))
+            return
+        finally:
+            self.heartbeats.watch(None)
+        queue.complete(lease.task, lease.epoch, name, result)
+
+
+def run_worker(home_db, clock: Clock, queue_config: QueueConfig, config: WorkerConfig) -> int:
+    """Entry point of `orch worker`: open two connections (work, heartbeats) and loop."""
+    queue = Queue(home_db, clock, queue_config)
+    beats = Queue(home_db, clock, queue_config)
+    worker = Worker(queue, config, heartbeat_queue=beats)
+    worker.install_signals()
+    try:
+        return worker.run()
+    finally:
+        queue.close()
+        beats.close()
