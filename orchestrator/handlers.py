@@ -91,13 +91,18 @@ def raise_fault(kind: str, ctx: TaskContext) -> None:
         raise UpstreamError(400, "Bad Request: parameter 'region' is invalid")
     if kind == "unknown":
         raise RuntimeError("unexpected upstream response: " + "x" * 400)
-    if kind == "db_lock":
-        if ctx.request_lock is not None:
-            ctx.request_lock(ctx.payload.get("lock_hold", 8.0))
-        if ctx.probe_write is not None:
-            ctx.probe_write()  # raises DbLockError while the hog holds the lock
-        raise TaskError("db_lock", "database is locked")
     raise TaskError("unknown", f"unplanned fault kind {kind!r}")
+
+
+def meet_lock(ctx: TaskContext) -> None:
+    """Have the lock hog (a separate process) take the write lock, then write: SQLite answers
+    busy for real and `DbLockError` propagates. Without a hog, or if the lock was already gone,
+    nothing is raised: a fault that did not happen is not reported."""
+    if ctx.request_lock is None or ctx.probe_write is None:
+        return
+    payload = ctx.payload if isinstance(ctx.payload, dict) else {}
+    ctx.request_lock(float(payload.get("lock_hold", 8.0)))
+    ctx.probe_write()
 
 
 def synthetic(ctx: TaskContext) -> dict:
@@ -106,12 +111,22 @@ def synthetic(ctx: TaskContext) -> dict:
     work = float(payload.get("work", 1.0))
     faults = payload.get("faults") or {}
     fault = faults.get(str(ctx.attempt)) or payload.get("always")
-    if fault:
+    if fault == "db_lock":
+        meet_lock(ctx)
+    elif fault:
         ctx.sleep(work / 2)
-        raise_fault(fault, ctx)
+        try:
+            raise_fault(fault, ctx)
+        except Exception as exc:
+            exc.injected = fault  # the worker records the planned fault with the failure
+            raise
     spend = payload.get("spend")
     if spend is not None:
-        ctx.spend(float(spend))  # a hard exceed is refused here, before the work runs
+        try:
+            ctx.spend(float(spend))  # a hard exceed is refused here, before the work runs
+        except GuardrailExceeded as exc:
+            exc.injected = "guardrail"
+            raise
     ctx.sleep(work)
     return {"task": ctx.task, "attempt": ctx.attempt}
 

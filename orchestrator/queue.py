@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,25 +175,28 @@ class Queue:
         max_attempts: int | None = None,
         actor: str | None = None,
         data: dict | None = None,
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> list[Enqueued]:
-        """Enqueue each (key, payload) in one transaction. A known key with the same payload
+        """Enqueue each (key, payload[, event data]) in one transaction. A known key with the same payload
         returns the existing task and records `duplicate_enqueue`; with another payload the whole
-        call is refused (`KeyConflict`) and nothing is written."""
+        call is refused (`KeyConflict`) and nothing is written. `also` runs in the same
+        transaction (a soak run advances its arrival cursor with it)."""
         if not items:
             return []
         prepared = []
-        for key, payload in items:
+        for key, payload, *extra in items:
             if not isinstance(key, str) or not key.strip():
                 raise UsageError("idempotency key must be a non-empty string")
             payload_budget = payload.get("budget") if isinstance(payload, dict) else None
-            prepared.append((key, canonical_json(payload), payload_budget if budget is None else budget))
+            prepared.append((key, canonical_json(payload), payload_budget if budget is None else budget,
+                             extra[0] if extra else data))
         attempts = max_attempts or self.config.retry.max_attempts
         now = self.clock.now()
         due = now if due_at is None else due_at
 
         def tx(conn: sqlite3.Connection) -> list[Enqueued]:
             out = []
-            for key, body, task_budget in prepared:
+            for key, body, task_budget, item_data in prepared:
                 row = conn.execute(
                     q("insert_task"),
                     {"key": key, "payload": body, "max_attempts": attempts, "due_at": due,
@@ -201,7 +204,7 @@ class Queue:
                 ).fetchone()
                 if row is not None:
                     self._event(conn, "enqueued", now, task=row[0], key=key, state="PENDING",
-                                prev=None, attempt=0, epoch=0, actor=actor, data=data)
+                                prev=None, attempt=0, epoch=0, actor=actor, data=item_data)
                     out.append(Enqueued(row[0], True))
                     continue
                 existing = conn.execute(q("task_by_key"), (key,)).fetchone()
@@ -211,8 +214,10 @@ class Queue:
                     )
                 self._event(conn, "duplicate_enqueue", now, task=existing["id"], key=key,
                             state=existing["state"], prev=existing["state"], attempt=existing["attempt"],
-                            epoch=existing["epoch"], actor=actor, data=data)
+                            epoch=existing["epoch"], actor=actor, data=item_data)
                 out.append(Enqueued(existing["id"], False))
+            if also is not None:
+                also(conn)
             return out
 
         return self.write(tx)
@@ -300,7 +305,16 @@ class Queue:
 
         return self.write(tx)
 
-    def fail(self, task: int, epoch: int, worker: str | None, error: ErrorClass | str, detail: str = "") -> str:
+    def _fault(self, conn: sqlite3.Connection, now: float, fault: str | None, row: sqlite3.Row,
+               worker: str | None) -> None:
+        """Record a planned fault that a handler raised, in the transaction that reports it."""
+        if fault:
+            self._event(conn, "fault_injected", now, task=row["id"], key=row["key"], state=row["state"],
+                        prev=row["state"], attempt=row["attempt"], epoch=row["epoch"], worker=worker,
+                        data={"kind": fault, "target": task_name(row["id"])})
+
+    def fail(self, task: int, epoch: int, worker: str | None, error: ErrorClass | str, detail: str = "",
+             fault: str | None = None) -> str:
         """Report a failed attempt: `retry_scheduled` (back to PENDING after a backoff),
         `failed`, or `stale_rejected`."""
         error = ErrorClass(error)
@@ -311,6 +325,7 @@ class Queue:
             row = self._fenced(conn, now, "fail", task, epoch, worker)
             if row is None:
                 return "stale_rejected"
+            self._fault(conn, now, fault, row, worker)
             backoff = self.config.retry.decide(error, row["attempt"], row["unknown_seen"], self.rng)
             common = {"task": task, "key": row["key"], "prev": "IN_PROGRESS", "attempt": row["attempt"],
                       "epoch": epoch, "worker": worker, "error": error.value}
@@ -328,7 +343,8 @@ class Queue:
 
         return self.write(tx)
 
-    def block(self, task: int, epoch: int, worker: str | None, spend: float, budget: float | None) -> str:
+    def block(self, task: int, epoch: int, worker: str | None, spend: float, budget: float | None,
+              fault: str | None = None) -> str:
         """Guardrail hard exceed: record `guardrail_exceeded` and move the task to BLOCKED."""
 
         def tx(conn: sqlite3.Connection) -> str:
@@ -336,11 +352,12 @@ class Queue:
             row = self._fenced(conn, now, "block", task, epoch, worker)
             if row is None:
                 return "stale_rejected"
+            self._fault(conn, now, fault, row, worker)
             common = {"task": task, "key": row["key"], "attempt": row["attempt"], "epoch": epoch,
                       "worker": worker, "error": ErrorClass.GUARDRAIL.value}
             figures = {"spend": spend, "budget": budget}
             self._event(conn, "guardrail_exceeded", now, state="IN_PROGRESS", prev="IN_PROGRESS",
-                        data=figures, **common)
+                        data={**figures, "blocked": True}, **common)
             conn.execute(q("finish"), {"state": "BLOCKED", "now": now, "error": ErrorClass.GUARDRAIL.value,
                                        "detail": f"spend {spend:g} > budget {budget}", "id": task,
                                        "epoch": epoch})
@@ -460,6 +477,26 @@ class Queue:
 
     def events_after(self, seq: int, limit: int = 10_000) -> list[sqlite3.Row]:
         return self.conn.execute(q("events_after"), (seq, limit)).fetchall()
+
+    def count_open(self) -> int:
+        """Tasks PENDING or IN_PROGRESS."""
+        return self.conn.execute(q("count_open")).fetchone()[0]
+
+    def blocked_since(self, before: float, limit: int = 100) -> list[sqlite3.Row]:
+        """BLOCKED tasks that have waited since `before` (soak time) or longer."""
+        return self.conn.execute(q("blocked_since"), (before, limit)).fetchall()
+
+    def busiest_workers(self) -> list[sqlite3.Row]:
+        """Workers holding leases now, most leases first."""
+        return self.conn.execute(q("busiest_workers")).fetchall()
+
+    def faults_since(self, first_seq: int) -> dict[str, int]:
+        """`fault_injected` events by kind from `first_seq` on (a run's faults so far)."""
+        return {r["kind"]: r["n"] for r in self.conn.execute(q("faults_by_kind"), (first_seq,))}
+
+    def last_event_t(self) -> float | None:
+        row = self.conn.execute(q("last_event_t")).fetchone()
+        return None if row is None else row[0]
 
     def last_seq(self) -> int:
         return self.conn.execute(q("last_seq")).fetchone()[0]

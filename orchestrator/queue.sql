@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS runs (
     first_seq INTEGER NOT NULL,
     shipped_seq INTEGER NOT NULL,
     next_arrival INTEGER NOT NULL DEFAULT 0,
+    next_dup INTEGER NOT NULL DEFAULT 0,
     supervisor_pid INTEGER,
     alive_wall REAL,
     ended_wall REAL,
@@ -190,3 +191,45 @@ SELECT count(*) FROM effects;
 
 -- name: active_run
 SELECT * FROM runs WHERE status = 'running' ORDER BY started_wall DESC LIMIT 1;
+
+-- name: insert_run
+INSERT INTO runs (id, profile_name, profile, seed, speed, origin, started_wall, started_soak, status,
+                  first_seq, shipped_seq, supervisor_pid, commit_sha, log_path, inflight_cap)
+VALUES (:id, :profile_name, :profile, :seed, :speed, :origin, :started_wall, :started_soak, 'running',
+        :first_seq, :first_seq, :supervisor_pid, :commit_sha, :log_path, :inflight_cap);
+
+-- name: run_by_id
+SELECT * FROM runs WHERE id = ?;
+
+-- name: latest_run
+SELECT * FROM runs ORDER BY started_wall DESC LIMIT 1;
+
+-- name: set_arrival_cursor
+UPDATE runs SET next_arrival = :next, next_dup = :dup WHERE id = :id;
+
+-- name: set_supervisor
+UPDATE runs SET supervisor_pid = :pid, alive_wall = :wall WHERE id = :id;
+
+-- name: end_run
+UPDATE runs SET status = :status, ended_wall = :wall, verdict = :verdict, supervisor_pid = NULL
+WHERE id = :id;
+
+-- name: last_event_t
+SELECT t FROM events ORDER BY seq DESC LIMIT 1;
+
+-- name: blocked_since
+SELECT id, budget FROM tasks WHERE state = 'BLOCKED' AND updated_at <= ? ORDER BY id LIMIT ?;
+
+-- name: busiest_workers
+SELECT worker, count(*) AS n FROM tasks WHERE state = 'IN_PROGRESS' AND worker IS NOT NULL
+GROUP BY worker ORDER BY n DESC, worker;
+
+-- name: count_open
+SELECT count(*) FROM tasks WHERE state IN ('PENDING', 'IN_PROGRESS');
+
+-- name: faults_by_kind
+SELECT json_extract(data, '$.kind') AS kind, count(*) AS n FROM events
+WHERE seq >= ? AND event = 'fault_injected' GROUP BY kind ORDER BY kind;
+
+-- name: table_names
+SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name;

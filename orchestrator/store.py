@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import sqlite_utils
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from .clock import Clock
@@ -43,13 +42,18 @@ def connect(path: Path, config: QueueConfig, *, create: bool = True) -> sqlite3.
             raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from None
         if not os.access(path.parent, os.W_OK):
             raise StoreError(f"home is not writable: {path.parent}")
+    conn = None
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=1.0, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         _check_schema(conn, path, create)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={config.synchronous}")
-    except sqlite3.DatabaseError as exc:
+    except BaseException as exc:
+        if conn is not None:
+            conn.close()
+        if not isinstance(exc, sqlite3.DatabaseError):
+            raise
         if is_busy(exc):
             raise DbLockError(f"database is locked: {path}") from None
         if "not a database" in str(exc) or "malformed" in str(exc):
@@ -61,12 +65,11 @@ def connect(path: Path, config: QueueConfig, *, create: bool = True) -> sqlite3.
 
 
 def _check_schema(conn: sqlite3.Connection, path: Path, create: bool) -> None:
-    db = sqlite_utils.Database(conn)
-    tables = set(db.table_names())
+    tables = {row[0] for row in conn.execute(q("table_names"))}
     if not tables:
         if not create:
             raise StoreError(f"no queue schema in {path}")
-        conn.executescript(q("schema"))
+        _create_schema(conn)
         return
     if "meta" not in tables:
         raise StoreError(f"foreign schema in {path} (tables: {', '.join(sorted(tables))})")
@@ -74,6 +77,19 @@ def _check_schema(conn: sqlite3.Connection, path: Path, create: bool) -> None:
     if row is None or row[0] != SCHEMA_ID:
         found = row[0] if row else "none"
         raise StoreError(f"foreign schema in {path} (schema {found}, expected {SCHEMA_ID})")
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    """Create the schema in one transaction, so that a process opening the database at the same
+    moment sees either no tables or all of them with the schema row (never a half-made schema,
+    which would read as a foreign one). WAL first, so readers are not blocked meanwhile."""
+    conn.execute("PRAGMA journal_mode=WAL")
+    try:
+        conn.executescript("BEGIN IMMEDIATE;\n" + q("schema") + "\nCOMMIT;")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 class Writer:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .clock import Clock
 from .errors import DbLockError, OrchestratorError
+from .faults import lock_requester
 from .handlers import LeaseLost, Stopping, TaskContext, load_handler, payload_of
 from .model import GuardrailExceeded, QueueConfig, classify, describe
 from .queue import Lease, Queue
@@ -30,6 +32,7 @@ class WorkerConfig:
     reap_every: float | None = None  # soak seconds; None: someone else reaps
     idle_exit: float | None = None  # exit after this many idle soak seconds (demos, tests)
     max_tasks: int | None = None
+    lock_socket: str | None = None  # the chaos agent's socket (db_lock faults)
 
 
 class Heartbeats(threading.Thread):
@@ -78,7 +81,6 @@ class Worker:
         self.finished = threading.Event()
         self.heartbeats = Heartbeats(heartbeat_queue or queue, config.name, self.finished)
         self.done = 0
-        self.lock_requester: Callable[[float], None] | None = None
 
     def install_signals(self) -> None:
         def on_signal(signum, _frame):
@@ -134,7 +136,9 @@ class Worker:
         return TaskContext(
             task=lease.name, key=lease.key, payload=payload_of(lease.payload), attempt=lease.attempt,
             epoch=lease.epoch, budget=lease.budget, clock=self.queue.clock,
-            probe_write=self._probe_write, request_lock=self.lock_requester,
+            probe_write=self._probe_write,
+            request_lock=None if self.config.lock_socket is None else
+            lock_requester(Path(self.config.lock_socket), self.queue.clock, lease.name),
         )
 
     def _probe_write(self) -> None:
@@ -157,10 +161,10 @@ class Worker:
             queue.release(lease.task, lease.epoch, name)
             return
         except GuardrailExceeded as exc:
-            queue.block(lease.task, lease.epoch, name, exc.spend, exc.budget)
+            queue.block(lease.task, lease.epoch, name, exc.spend, exc.budget, getattr(exc, "injected", None))
             return
         except Exception as exc:  # every handler failure is classified and reported, never lost
-            queue.fail(lease.task, lease.epoch, name, classify(exc), describe(exc))
+            queue.fail(lease.task, lease.epoch, name, classify(exc), describe(exc), getattr(exc, "injected", None))
             return
         finally:
             self.heartbeats.watch(None)

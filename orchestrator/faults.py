@@ -1,0 +1,132 @@
+"""Real faults: the chaos agent (a separate process that holds the write lock and enqueues
+duplicates on request) and the signals the supervisor sends to workers.
+
+The agent listens on a Unix socket in the run's folder. One line in, one line out:
+  `hold <soak seconds> <task>`  -> takes the write lock (BEGIN IMMEDIATE), records `fault_injected`
+                                   (kind db_lock) inside it, answers `held`, keeps the lock for the
+                                   hold time, then commits.
+  `enqueue <json>`             -> enqueues {key, payload, data} and answers `ok <task> <created>`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+
+import orjson
+
+from .clock import Clock
+from .errors import OrchestratorError
+from .queue import Queue, parse_task_id
+
+HOLD_WALL_FLOOR = 0.005  # a hold must outlast SQLite's busy wait of the probing writer
+
+
+class Agent:
+    def __init__(self, queue: Queue, sock_path: Path):
+        self.queue = queue
+        self.sock_path = Path(sock_path)
+        self.stop = threading.Event()
+
+    def serve(self) -> int:
+        self.sock_path.unlink(missing_ok=True)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(self.sock_path))
+        server.listen(16)
+        server.settimeout(0.2)
+        try:
+            while not self.stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    if self.stop.is_set():
+                        break
+                    raise
+                with conn:
+                    conn.settimeout(5.0)
+                    self._handle(conn)
+        finally:
+            server.close()
+            self.sock_path.unlink(missing_ok=True)
+        return 0
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            line = conn.makefile("rb").readline().decode().strip()
+        except (OSError, UnicodeDecodeError):
+            return
+        verb, _, rest = line.partition(" ")
+        try:
+            if verb == "hold":
+                seconds, _, task = rest.partition(" ")
+                self._hold(conn, float(seconds), task)
+            elif verb == "enqueue":
+                doc = orjson.loads(rest)
+                result = self.queue.enqueue(doc["key"], doc["payload"], data=doc.get("data"))
+                conn.sendall(f"ok ORCH-{result.task} {int(result.created)}\n".encode())
+            else:
+                conn.sendall(b"error unknown verb\n")
+        except (OrchestratorError, ValueError, KeyError, orjson.JSONDecodeError) as exc:
+            _send(conn, f"error {type(exc).__name__}: {exc}\n")
+
+    def _hold(self, conn: socket.socket, soak_seconds: float, task: str) -> None:
+        queue = self.queue
+        hold_wall = max(queue.clock.to_wall(soak_seconds), HOLD_WALL_FLOOR)
+        task_id = parse_task_id(task) if task else None
+
+        def tx(db) -> None:
+            queue._event(db, "fault_injected", queue.clock.now(), task=task_id,
+                         data={"kind": "db_lock", "target": task or None, "hold": soak_seconds})
+            _send(conn, "held\n")
+            self.stop.wait(hold_wall)
+
+        queue.write(tx)
+
+
+def _send(conn: socket.socket, text: str) -> None:
+    try:
+        conn.sendall(text.encode())
+    except OSError:
+        pass  # the asker gave up waiting; the fault still happened and is recorded
+
+
+def ask(sock_path: Path, line: str, timeout: float) -> str | None:
+    """Send one request to the agent; None when no agent answers in time."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(sock_path))
+            s.sendall(line.encode() + b"\n")
+            return s.makefile("rb").readline().decode().strip() or None
+    except OSError:
+        return None
+
+
+def lock_requester(sock_path: Path, clock: Clock, task: str):
+    """What a handler calls to meet the lock: ask the agent to hold it and wait for `held`."""
+    def request(hold_soak: float) -> None:
+        ask(sock_path, f"hold {hold_soak} {task}", timeout=max(clock.to_wall(60.0), 2.0))
+    return request
+
+
+def run_agent(db: Path, sock_path: Path) -> int:
+    queue = Queue(db)
+    agent = Agent(queue, sock_path)
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop.set())
+    try:
+        return agent.serve()
+    finally:
+        queue.close()
+
+
+def kill(pid: int, sig: signal.Signals) -> bool:
+    try:
+        os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
