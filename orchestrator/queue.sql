@@ -100,17 +100,20 @@ SELECT * FROM tasks WHERE id = ?;
 SELECT * FROM tasks WHERE key = ?;
 
 -- name: any_due
-SELECT 1 FROM tasks WHERE state = 'PENDING' AND due_at <= ? LIMIT 1;
+SELECT 1 FROM tasks INDEXED BY tasks_due WHERE state = 'PENDING' AND due_at <= ? LIMIT 1;
 
 -- name: count_in_flight
 SELECT count(*) FROM tasks WHERE state = 'IN_PROGRESS';
 
 -- name: lease
+-- INDEXED BY: without statistics the planner prefers tasks_state (state = ?) and then sorts every
+-- PENDING row for the LIMIT, so a lease costs O(queue depth); tasks_due yields the due rows in order.
 UPDATE tasks
 SET state = 'IN_PROGRESS', epoch = epoch + 1, attempt = attempt + 1, worker = :worker,
     lease_until = :until, heartbeat_at = :now, updated_at = :now
 WHERE id IN (
-    SELECT id FROM tasks WHERE state = 'PENDING' AND due_at <= :now ORDER BY due_at, id LIMIT :limit
+    SELECT id FROM tasks INDEXED BY tasks_due
+    WHERE state = 'PENDING' AND due_at <= :now ORDER BY due_at, id LIMIT :limit
 )
 RETURNING id, key, payload, attempt, max_attempts, epoch, budget, enqueued_at;
 
