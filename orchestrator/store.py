@@ -120,6 +120,8 @@ class Writer:
             raise DbLockError(
                 f"write lock not acquired within {self._bound_soak:g} soak seconds"
             ) from None
+        except sqlite3.Error as exc:  # disk full, read-only file, I/O error: wrapped, never leaked
+            raise StoreError(f"cannot write the queue database: {exc}") from None
 
     def _once(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self.conn
