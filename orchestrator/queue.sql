@@ -143,7 +143,9 @@ SET state = 'PENDING', worker = NULL, lease_until = NULL, updated_at = :now, due
 WHERE id = :id AND state = 'IN_PROGRESS' AND epoch = :epoch;
 
 -- name: expired_leases
-SELECT id, key, attempt, max_attempts, epoch, worker, lease_until FROM tasks
+-- INDEXED BY: without statistics the planner reads tasks_state (every IN_PROGRESS row) and sorts
+-- them; tasks_lease yields only the expired leases, already in lease_until order.
+SELECT id, key, attempt, max_attempts, epoch, worker, lease_until FROM tasks INDEXED BY tasks_lease
 WHERE state = 'IN_PROGRESS' AND lease_until < ? ORDER BY lease_until LIMIT ?;
 
 -- name: operator_update
@@ -166,7 +168,7 @@ SELECT error, state, count(*) AS n FROM tasks WHERE error IS NOT NULL GROUP BY e
 SELECT min(enqueued_at) FROM tasks WHERE state = 'PENDING';
 
 -- name: count_expired
-SELECT count(*) FROM tasks WHERE state = 'IN_PROGRESS' AND lease_until < ?;
+SELECT count(*) FROM tasks INDEXED BY tasks_lease WHERE state = 'IN_PROGRESS' AND lease_until < ?;
 
 -- name: in_flight_by_worker
 SELECT worker, count(*) AS n, min(heartbeat_at) AS oldest_heartbeat FROM tasks
