@@ -1,0 +1,91 @@
+"""Formatting shared by the soak summary and the incident record: shares, seconds, clock
+times in UTC and KST, markdown tables."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+KST = timezone(timedelta(hours=9), "KST")
+
+
+def pct(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value * 100:.{digits}f} %"
+
+
+def secs(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f} s"
+
+
+def num(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".")
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def soak_clock(t: float | None) -> str:
+    """Soak seconds as `h:mm:ss` (hours may pass 24)."""
+    if t is None:
+        return "-"
+    whole = int(round(t))
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def parse_wall(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).astimezone(timezone.utc)
+    except ValueError:
+        return None
+
+
+def utc(text: str | None) -> str:
+    stamp = parse_wall(text)
+    return "-" if stamp is None else stamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def kst(text: str | None) -> str:
+    stamp = parse_wall(text)
+    return "-" if stamp is None else stamp.astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")
+
+
+def both(text: str | None) -> str:
+    """A clock time for a person: UTC and KST."""
+    return "-" if parse_wall(text) is None else f"{utc(text)} ({kst(text)})"
+
+
+def cell(value: Any) -> str:
+    text = num(value) if not isinstance(value, str) else value
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def table(columns: list[str], rows: Iterable[Iterable[Any]]) -> list[str]:
+    out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    out += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return out
+
+
+def target_text(row: dict[str, Any]) -> str:
+    value, name = row["target"], row["name"].lower()
+    if "success" in name or "recovery" in name:
+        return f"{row['op']} {pct(value, 1)}"
+    if "p95" in name:
+        return f"{row['op']} {value:g} s"
+    return f"{row['op']} {value}"
+
+
+def measured_text(row: dict[str, Any]) -> str:
+    value = row["measured"]
+    if value is None:
+        return f"n/a ({row['note']})"
+    name = row["name"].lower()
+    if "success" in name or "recovery" in name:
+        return f"{pct(value)} ({row['note']})"
+    if "p95" in name:
+        return f"{value:,.1f} s ({row['note']})"
+    return f"{value} ({row['note']})"
