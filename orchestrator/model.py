@@ -136,13 +136,15 @@ class RetryPolicy:
     jitter: float = 0.1  # +/- share of the backoff
     unknown_retries: int = 1  # `unknown` errors are retried at most this often
 
-    def decide(self, error: ErrorClass, attempt: int, unknown_seen: int, rng: random.Random) -> float | None:
+    def decide(self, error: ErrorClass, attempt: int, unknown_seen: int, rng: random.Random,
+               max_attempts: int | None = None) -> float | None:
         """Backoff before the next attempt, or None when the task must fail now.
 
         `attempt` is the attempt that just failed (1-based); `unknown_seen` counts earlier
-        `unknown` failures of the task in its current plan.
+        `unknown` failures of the task in its current plan; `max_attempts` is the task's own
+        limit (recorded when it was enqueued), the policy's when not given.
         """
-        if attempt >= self.max_attempts:
+        if attempt >= (self.max_attempts if max_attempts is None else max_attempts):
             return None
         if error in TRANSIENT or error is ErrorClass.LEASE_TIMEOUT:
             pass

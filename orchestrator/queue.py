@@ -326,7 +326,8 @@ class Queue:
             if row is None:
                 return "stale_rejected"
             self._fault(conn, now, fault, row, worker)
-            backoff = self.config.retry.decide(error, row["attempt"], row["unknown_seen"], self.rng)
+            backoff = self.config.retry.decide(error, row["attempt"], row["unknown_seen"], self.rng,
+                                               max_attempts=row["max_attempts"])
             common = {"task": task, "key": row["key"], "prev": "IN_PROGRESS", "attempt": row["attempt"],
                       "epoch": epoch, "worker": worker, "error": error.value}
             if backoff is None:

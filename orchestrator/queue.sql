@@ -122,7 +122,7 @@ UPDATE tasks SET lease_until = :until, heartbeat_at = :now
 WHERE id = :id AND state = 'IN_PROGRESS' AND epoch = :epoch;
 
 -- name: fenced_row
-SELECT id, key, state, attempt, epoch, unknown_seen FROM tasks WHERE id = ?;
+SELECT id, key, state, attempt, max_attempts, epoch, unknown_seen FROM tasks WHERE id = ?;
 
 -- name: insert_effect
 INSERT INTO effects (key, task, epoch, worker, t, result) VALUES (:key, :task, :epoch, :worker, :t, :result)
