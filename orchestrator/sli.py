@@ -349,10 +349,11 @@ class Aggregator(EventHandlers, RuleChecks):
     # --- results --------------------------------------------------------------------------
     @property
     def aborts(self) -> list[Abort]:
-        """Every abort: those the log records and those this aggregator tripped, one per rule."""
-        seen = {a.rule: a for a in self.log_aborts}
-        for rule, abort in self.tripped.items():
-            seen.setdefault(rule, abort)
+        """Every abort, one per rule: as this aggregator tripped it (the time the condition was
+        met), else as the log records it (the time the `abort` event was written)."""
+        seen = dict(self.tripped)
+        for abort in self.log_aborts:
+            seen.setdefault(abort.rule, abort)
         return sorted(seen.values(), key=lambda a: (a.t, a.rule))
 
     @property
