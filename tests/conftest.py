@@ -1,0 +1,194 @@
+"""Shared helpers: a fake clock, a full dump of the database, wait_for, child-process cleanup.
+
+They are handed to tests as fixtures (two conftest modules exist in this repository, so tests do
+not import from `conftest` by name).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.model import QueueConfig, RetryPolicy
+from orchestrator.queue import Queue
+
+REPO = Path(__file__).resolve().parents[1]
+QUEUE_TABLES = ("effects", "events", "meta", "runs", "tasks")
+
+
+class FakeClock:
+    """Soak time that moves only when the test says so (speed 1: soak seconds = wall seconds)."""
+
+    speed = 1.0
+
+    def __init__(self, start: float = 1_000_000.0):
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        assert seconds >= 0, "time never runs backwards"
+        self.t += seconds
+
+    def to_wall(self, soak_seconds: float) -> float:
+        return soak_seconds
+
+    def to_soak(self, wall_seconds: float) -> float:
+        return wall_seconds
+
+    def wall_of(self, soak_time: float) -> float:
+        return soak_time
+
+    def sleep(self, soak_seconds: float) -> None:
+        self.advance(max(soak_seconds, 0.0))
+
+
+# A policy whose numbers a test can predict: no jitter, three attempts.
+TEST_POLICY = RetryPolicy(backoff=(10.0, 20.0), max_attempts=3, jitter=0.0, unknown_retries=1)
+TEST_CONFIG = QueueConfig(retry=TEST_POLICY, lease_ttl=30.0)
+
+
+def dump_db(path: Path | str) -> dict[str, list[tuple]]:
+    """Every row of every table, plus the schema itself: equal dumps before and after an action
+    prove that the action wrote nothing."""
+    conn = sqlite3.connect(path)
+    try:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        out: dict[str, list[tuple]] = {
+            "sqlite_master": conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name").fetchall()
+        }
+        for name in names:
+            out[name] = conn.execute(f'SELECT * FROM "{name}" ORDER BY rowid').fetchall()
+    finally:
+        conn.close()
+    missing = set(QUEUE_TABLES) - set(out)
+    assert not missing, f"dump of {path} lacks tables {missing}"
+    return out
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str = "condition", interval: float = 0.01) -> Any:
+    """Poll `predicate` until it returns something truthy (returned), or fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    tick = threading.Event()  # never set: wait() is a bounded pause between polls
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        tick.wait(interval)
+
+
+class Children:
+    """Child processes a test started; every one still alive is killed (by its pid) at teardown."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, args: list[str], **kwargs: Any) -> subprocess.Popen:
+        proc = subprocess.Popen(args, **kwargs)
+        self.started.append(proc)
+        return proc
+
+    def cleanup(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                for sig in (signal.SIGCONT, signal.SIGKILL):  # a stopped child must not linger
+                    try:
+                        os.kill(proc.pid, sig)
+                    except ProcessLookupError:
+                        break
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+def orch_command(*args: str) -> list[str]:
+    """`orch ARGS` as a real process of this interpreter."""
+    return [sys.executable, "-m", "orchestrator", *args]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def db_path(home: Path) -> Path:
+    return home / "db" / "queue.db"
+
+
+@pytest.fixture
+def queue(db_path: Path, clock: FakeClock):
+    with Queue(db_path, clock, TEST_CONFIG) as q:
+        yield q
+
+
+@pytest.fixture
+def dump() -> Callable[[Path | str], dict]:
+    return dump_db
+
+
+@pytest.fixture(name="wait_for")
+def wait_for_fixture() -> Callable[..., Any]:
+    return wait_for
+
+
+@pytest.fixture
+def children():
+    kids = Children()
+    try:
+        yield kids
+    finally:
+        kids.cleanup()
+
+
+@pytest.fixture
+def fake_clock_class() -> type[FakeClock]:
+    return FakeClock
+
+
+@pytest.fixture
+def test_config() -> QueueConfig:
+    return TEST_CONFIG
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def orch_cmd() -> Callable[..., list[str]]:
+    return orch_command
+
+
+@pytest.fixture
+def clean_env() -> Callable[..., dict[str, str]]:
+    return child_env

@@ -1,0 +1,297 @@
+"""Integration: real OS processes on one database.
+
+- `orch worker` processes drain ~2000 tasks while some are SIGKILLed (and replaced) and one is
+  paused with SIGSTOP past its lease TTL: every task ends terminal, no key has two effects, and the
+  paused worker's late completion is refused (`stale_rejected` with its name).
+- Ten processes enqueue one key at the same moment: one task, nine `duplicate_enqueue`.
+- A second process holds the write lock: work waits and retries, then continues; past the lock
+  bound `DbLockError` is raised and nothing is written.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import DbLockError, KeyConflict
+from orchestrator.model import QueueConfig
+from orchestrator.queue import Queue
+
+TESTS_DIR = Path(__file__).resolve().parent
+TASKS = 2000
+KILLS_AT = (300, 700, 1100, 1500)  # DONE counts at which a worker is SIGKILLed and replaced
+
+
+class Reader:
+    """Read-only looks at the database from the test process."""
+
+    def __init__(self, db: Path):
+        self.conn = sqlite3.connect(db, timeout=5)
+        self.conn.row_factory = sqlite3.Row
+
+    def one(self, sql: str, *params):
+        return self.conn.execute(sql, params).fetchone()
+
+    def all(self, sql: str, *params):
+        return self.conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def write_lock_is_free(db: Path) -> bool:
+    """True when nobody holds the write lock: SQLite's, and the writers' kernel lock beside the
+    database if the queue uses one."""
+    writers = db.with_name(db.name + "-writers")
+    fd = os.open(writers, os.O_RDWR) if writers.exists() else None
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+        probe = sqlite3.connect(db, timeout=0.5, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            probe.close()
+    finally:
+        if fd is not None:
+            os.close(fd)  # also drops the flock
+
+
+def stop_outside_a_write(proc: subprocess.Popen, db: Path, tries: int = 20) -> None:
+    """SIGSTOP `proc`, making sure it is not frozen while holding the write lock (which would
+    stall every other process for reasons that are not the point of this test)."""
+    for _ in range(tries):
+        os.kill(proc.pid, signal.SIGSTOP)
+        if write_lock_is_free(db):
+            return
+        os.kill(proc.pid, signal.SIGCONT)
+    raise AssertionError("could not stop the worker outside a write transaction")
+
+
+def test_workers_drain_the_queue_through_kills_and_a_stall(tmp_path, children, wait_for, orch_cmd, clean_env):
+    home = tmp_path / "home"
+    db = home / "db" / "queue.db"
+    rng = random.Random(1234)
+    with Queue(db) as queue:
+        long_task = queue.enqueue("long-task", {"work": 3.0}, max_attempts=10).task
+
+    env = clean_env(PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])))
+    common = ["--home", str(home), "--ttl", "1", "--poll", "0.01", "--idle-exit", "3"]
+    out = subprocess.DEVNULL
+
+    def start_worker(name: str, *extra: str) -> subprocess.Popen:
+        return children.start(orch_cmd("worker", "--name", name, *common, *extra), env=env, stdout=out, stderr=out)
+
+    reader = Reader(db)
+    try:
+        # 1. the worker to be paused takes the long task (nothing else is queued yet)
+        paused = start_worker("paused", "--handler", "stubborn_handler:run", "--no-reap")
+        wait_for(lambda: reader.one("SELECT 1 FROM events WHERE event = 'leased' AND task = ? AND worker = 'paused'",
+                                    long_task), 30, "the paused worker to lease the long task")
+        stale_epoch = reader.one("SELECT epoch FROM tasks WHERE id = ?", long_task)["epoch"]
+        stop_outside_a_write(paused, db)
+
+        # 2. thousands of tasks, four workers, random SIGKILLs with replacements
+        with Queue(db) as queue:
+            queue.enqueue_many([(f"task-{i}", {"work": rng.choice((0.0, 0.001, 0.005))}) for i in range(TASKS)])
+        live = {f"w{i}": start_worker(f"w{i}") for i in range(4)}
+        killed: list[str] = []
+        for threshold in KILLS_AT:
+            wait_for(lambda: reader.one("SELECT count(*) AS n FROM tasks WHERE state = 'DONE'")["n"] >= threshold,
+                     90, f"{threshold} tasks done")
+            victim = rng.choice(sorted(live))
+            proc = live.pop(victim)
+            os.kill(proc.pid, signal.SIGKILL)
+            assert proc.wait(timeout=10) == -signal.SIGKILL
+            killed.append(victim)
+            name = f"w{len(live) + len(killed)}"
+            live[name] = start_worker(name)
+
+        # 3. the long task was taken from the paused worker and finished by another one
+        wait_for(lambda: reader.one("SELECT state FROM tasks WHERE id = ?", long_task)["state"] == "DONE",
+                 60, "the long task to be re-leased and completed")
+        assert reader.one("SELECT epoch FROM tasks WHERE id = ?", long_task)["epoch"] > stale_epoch
+        os.kill(paused.pid, signal.SIGCONT)
+        late = wait_for(lambda: reader.one(
+            "SELECT * FROM events WHERE event = 'stale_rejected' AND worker = 'paused' AND task = ? "
+            "AND json_extract(data, '$.call') = 'complete'", long_task), 30, "the paused worker's late completion")
+
+        # 4. drained: every worker exits on its own once idle
+        wait_for(lambda: reader.one("SELECT count(*) AS n FROM tasks WHERE state IN ('PENDING', 'IN_PROGRESS')")["n"]
+                 == 0, 120, "every task to be terminal")
+        for name, proc in [("paused", paused), *live.items()]:
+            assert proc.wait(timeout=30) == 0, name
+
+        # --- what must be true ---
+        counts = {r["state"]: r["n"] for r in reader.all("SELECT state, count(*) AS n FROM tasks GROUP BY state")}
+        assert sum(counts.values()) == TASKS + 1
+        assert set(counts) <= {"DONE", "FAILED"}
+        assert reader.all("SELECT id FROM tasks WHERE state = 'FAILED' AND error != 'lease_timeout'") == []
+        n_effects = reader.one("SELECT count(*) AS n FROM effects")["n"]
+        assert n_effects == counts["DONE"]
+        assert reader.all("SELECT key FROM events WHERE event = 'completed' GROUP BY key HAVING count(*) > 1") == []
+        assert reader.one("SELECT count(*) AS n FROM events WHERE event = 'completed'")["n"] == n_effects
+        assert reader.all("SELECT t.id FROM tasks t LEFT JOIN effects e ON e.key = t.key "
+                          "WHERE t.state = 'DONE' AND (e.task IS NULL OR e.task != t.id)") == []
+        # the late completion was refused with the paused worker's epoch; the effect is another's
+        assert (late["epoch"] > stale_epoch) and late["data"] is not None
+        assert reader.one("SELECT json_extract(data, '$.stale_epoch') AS e FROM events WHERE seq = ?",
+                          late["seq"])["e"] == stale_epoch
+        effect = reader.one("SELECT * FROM effects WHERE key = 'long-task'")
+        assert effect["worker"] != "paused" and effect["epoch"] > stale_epoch
+        assert reader.one("SELECT 1 FROM events WHERE event = 'lease_expired' AND task = ? AND worker = 'paused'",
+                          long_task)
+        # gap-free event log
+        seqs = reader.one("SELECT count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM events")
+        assert (seqs["lo"], seqs["hi"]) == (1, seqs["n"])
+        # the killed workers really died by SIGKILL: they never wrote `worker_exited`
+        exited = {r["worker"] for r in reader.all("SELECT worker FROM events WHERE event = 'worker_exited'")}
+        started = {r["worker"] for r in reader.all("SELECT worker FROM events WHERE event = 'worker_started'")}
+        assert set(killed) <= started and not set(killed) & exited
+        assert exited == started - set(killed)
+    finally:
+        reader.close()
+
+
+# --- ten processes, one key -------------------------------------------------------------------
+
+def _enqueue_at_barrier(db: str, barrier, results) -> None:
+    from orchestrator.queue import Queue as ChildQueue
+
+    barrier.wait(timeout=60)
+    try:
+        with ChildQueue(db) as queue:
+            got = queue.enqueue("same-key", {"order": 42, "work": 0.1})
+        results.put((os.getpid(), got.task, got.created, None))
+    except Exception as exc:  # reported to the test, which fails on it
+        results.put((os.getpid(), None, None, repr(exc)))
+
+
+@pytest.mark.parametrize("database", ["fresh", "existing"])
+def test_ten_processes_enqueue_one_key_at_once(database, tmp_path, dump):
+    db = tmp_path / "home" / "db" / "queue.db"
+    if database == "existing":
+        Queue(db).close()
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(10)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_enqueue_at_barrier, args=(str(db), barrier, results)) for _ in range(10)]
+    try:
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=120) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=30)
+            assert proc.exitcode == 0
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=10)
+    assert [o[3] for o in outcomes] == [None] * 10
+    assert {o[1] for o in outcomes} == {1}
+    assert sorted(o[2] for o in outcomes) == [False] * 9 + [True]
+
+    with Queue(db) as queue:
+        assert queue.conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 1
+        names = [r["event"] for r in queue.events_after(0)]
+        assert names == ["enqueued"] + ["duplicate_enqueue"] * 9
+        before = dump(db)
+        with pytest.raises(KeyConflict):
+            queue.enqueue("same-key", {"order": 43, "work": 0.1})
+        assert dump(db) == before
+
+
+# --- a second process holds the write lock ---------------------------------------------------
+
+HOG = r"""
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()          # hold the write lock until the test says so
+conn.execute("COMMIT")
+print("released", flush=True)
+"""
+
+
+def start_hog(children, db: Path) -> subprocess.Popen:
+    hog = children.start([sys.executable, "-c", HOG, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
+    assert hog.stdout.readline() == "locked\n"
+    return hog
+
+
+def release(hog: subprocess.Popen) -> None:
+    hog.stdin.write("go\n")
+    hog.stdin.flush()
+    assert hog.stdout.readline() == "released\n"
+    assert hog.wait(timeout=10) == 0
+
+
+def test_work_waits_for_a_held_write_lock_then_continues(tmp_path, children, wait_for):
+    db = tmp_path / "home" / "db" / "queue.db"
+    config = QueueConfig(busy_timeout=0.05, lock_bound=60.0, lock_bound_wall_floor=60.0)
+    with Queue(db, config=config) as queue:
+        queue.enqueue_many([(f"k{i}", {}) for i in range(10)])
+        hog = start_hog(children, db)
+        outcome: dict = {}
+
+        def work() -> None:
+            try:
+                outcome["enqueued"] = queue.enqueue("during-the-lock", {})
+                for lease in queue.lease("w1", limit=20):
+                    queue.complete(lease.task, lease.epoch, "w1")
+                outcome["ok"] = True
+            except Exception as exc:  # surfaced by the assertions below
+                outcome["error"] = exc
+
+        writer = threading.Thread(target=work)
+        writer.start()
+        try:
+            wait_for(lambda: queue.write.lock_retries >= 3, 30, "the writer to retry the busy lock")
+            assert writer.is_alive() and outcome == {}  # it waits; nothing got through
+        finally:
+            release(hog)
+            writer.join(timeout=30)
+        assert outcome.get("ok"), outcome
+        assert outcome["enqueued"].created
+        counts = queue.status()["counts"]
+        assert counts["DONE"] == 11 and sum(counts.values()) == 11
+        assert [r["seq"] for r in queue.events_after(0)] == list(range(1, 11 + 11 + 11 + 1))
+
+
+def test_a_lock_held_past_the_bound_raises_db_lock_error_and_writes_nothing(tmp_path, children, dump):
+    db = tmp_path / "home" / "db" / "queue.db"
+    config = QueueConfig(busy_timeout=0.05, lock_bound=0.3, lock_bound_wall_floor=0.3)
+    with Queue(db, config=config) as queue:
+        queue.enqueue("k", {})
+        before = dump(db)
+        hog = start_hog(children, db)
+        try:
+            with pytest.raises(DbLockError, match=r"^write lock not acquired within 0.3 soak seconds$"):
+                queue.enqueue("blocked-out", {})
+            assert queue.write.lock_retries > 0
+            with pytest.raises(DbLockError):
+                queue.operate("cancel", 1, actor="alice")
+        finally:
+            release(hog)
+        assert dump(db) == before
+        assert queue.enqueue("after", {}).created
