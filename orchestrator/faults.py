@@ -85,7 +85,7 @@ class Agent:
             _send(conn, "held\n")
             self.stop.wait(hold_wall)
 
-        queue.write(tx)
+        queue.write.unqueued(tx)
 
 
 def _send(conn: socket.socket, text: str) -> None:

@@ -168,3 +168,4 @@ class QueueConfig:
     busy_wall_floor: float = 0.001
     synchronous: str = "NORMAL"  # or FULL: see docs/durability.md
     inflight_cap: int | None = None  # global cap on IN_PROGRESS tasks (None: no cap)
+    writer_queue: bool = True  # queue writers on a kernel lock (flock) before BEGIN IMMEDIATE

@@ -94,6 +94,7 @@ class Lease:
     epoch: int
     budget: float | None
     enqueued_at: float
+    has_effect: bool = False  # the key's effect already exists: do not run the handler
 
     @property
     def name(self) -> str:
@@ -125,6 +126,7 @@ class Queue:
         self.path = Path(path)
         self.config = config or QueueConfig()
         self.rng = rng or random.Random()
+        self.write: Writer | None = None
         self.conn = connect(self.path, self.config, create=create)
         if clock is None:
             run = self.conn.execute(q("active_run")).fetchone()
@@ -134,9 +136,13 @@ class Queue:
     def use_clock(self, clock: Clock) -> None:
         """Take durations (busy timeout, lock bound) through `clock` from now on."""
         self.clock = clock
-        self.write = Writer(self.conn, clock, self.config)
+        if self.write is not None:
+            self.write.close()
+        self.write = Writer(self.conn, clock, self.config,
+                            self.path.with_name(self.path.name + "-writers") if self.config.writer_queue else None)
 
     def close(self) -> None:
+        self.write.close()
         self.conn.close()
 
     def __enter__(self) -> Queue:
@@ -229,28 +235,25 @@ class Queue:
 
     def lease(self, worker: str, limit: int = 1, ttl: float | None = None) -> list[Lease]:
         """Hand up to `limit` due PENDING tasks to `worker`, each under a new epoch."""
+        return self.write(lambda conn: self._lease(conn, self.clock.now(), worker, limit, ttl))
+
+    def _lease(self, conn: sqlite3.Connection, now: float, worker: str, limit: int,
+               ttl: float | None) -> list[Lease]:
         ttl = self.config.lease_ttl if ttl is None else ttl
         cap = self.config.inflight_cap
-
-        def tx(conn: sqlite3.Connection) -> list[Lease]:
-            now = self.clock.now()
-            n = limit
-            if cap is not None:
-                n = min(n, cap - conn.execute(q("count_in_flight")).fetchone()[0])
-                if n <= 0:
-                    return []
-            rows = conn.execute(
-                q("lease"), {"worker": worker, "until": now + ttl, "now": now, "limit": n}
-            ).fetchall()
-            leases = [Lease(r["id"], r["key"], r["payload"], r["attempt"], r["max_attempts"], r["epoch"],
-                            r["budget"], r["enqueued_at"]) for r in rows]
-            leases.sort(key=lambda lease: lease.task)
-            for lease in leases:
-                self._event(conn, "leased", now, task=lease.task, key=lease.key, state="IN_PROGRESS",
-                            prev="PENDING", attempt=lease.attempt, epoch=lease.epoch, worker=worker)
-            return leases
-
-        return self.write(tx)
+        n = limit
+        if cap is not None:
+            n = min(n, cap - conn.execute(q("count_in_flight")).fetchone()[0])
+            if n <= 0:
+                return []
+        rows = conn.execute(q("lease"), {"worker": worker, "until": now + ttl, "now": now, "limit": n}).fetchall()
+        leases = [Lease(r["id"], r["key"], r["payload"], r["attempt"], r["max_attempts"], r["epoch"],
+                        r["budget"], r["enqueued_at"], bool(r["has_effect"])) for r in rows]
+        leases.sort(key=lambda lease: lease.task)
+        for lease in leases:
+            self._event(conn, "leased", now, task=lease.task, key=lease.key, state="IN_PROGRESS",
+                        prev="PENDING", attempt=lease.attempt, epoch=lease.epoch, worker=worker)
+        return leases
 
     def _fenced(self, conn: sqlite3.Connection, now: float, call: str, task: int, epoch: int,
                 worker: str | None) -> sqlite3.Row | None:
@@ -285,25 +288,37 @@ class Queue:
     def complete(self, task: int, epoch: int, worker: str | None = None, result: Any = None) -> str:
         """Commit the effect and DONE together. Returns `completed`, `idempotency_skip` (an effect
         for the key already existed: no second one) or `stale_rejected`."""
+        return self.complete_and_lease(task, epoch, worker, result, limit=0)[0]
+
+    def complete_and_lease(self, task: int, epoch: int, worker: str | None, result: Any = None,
+                           limit: int = 1, ttl: float | None = None) -> tuple[str, list[Lease]]:
+        """`complete`, then lease up to `limit` more tasks for the same worker, in one transaction
+        (half the write transactions per task of a busy worker)."""
         body = orjson.dumps(result).decode() if result is not None else None
 
-        def tx(conn: sqlite3.Connection) -> str:
+        def tx(conn: sqlite3.Connection) -> tuple[str, list[Lease]]:
             now = self.clock.now()
-            row = self._fenced(conn, now, "complete", task, epoch, worker)
-            if row is None:
-                return "stale_rejected"
-            inserted = conn.execute(
-                q("insert_effect"),
-                {"key": row["key"], "task": task, "epoch": epoch, "worker": worker, "t": now, "result": body},
-            ).rowcount
-            event = "completed" if inserted == 1 else "idempotency_skip"
-            conn.execute(q("finish"), {"state": "DONE", "now": now, "error": None, "detail": None,
-                                       "id": task, "epoch": epoch})
-            self._event(conn, event, now, task=task, key=row["key"], state="DONE", prev="IN_PROGRESS",
-                        attempt=row["attempt"], epoch=epoch, worker=worker)
-            return event
+            outcome = self._complete(conn, now, task, epoch, worker, body)
+            return outcome, (self._lease(conn, now, worker, limit, ttl) if limit and worker else [])
 
         return self.write(tx)
+
+    def _complete(self, conn: sqlite3.Connection, now: float, task: int, epoch: int, worker: str | None,
+                  body: str | None) -> str:
+        # The guard is the UPDATE's WHERE: it applies only while (IN_PROGRESS, epoch) holds.
+        row = conn.execute(q("finish_returning"), {"state": "DONE", "now": now, "error": None, "detail": None,
+                                                   "id": task, "epoch": epoch}).fetchone()
+        if row is None:
+            self._fenced(conn, now, "complete", task, epoch, worker)
+            return "stale_rejected"
+        inserted = conn.execute(
+            q("insert_effect"),
+            {"key": row["key"], "task": task, "epoch": epoch, "worker": worker, "t": now, "result": body},
+        ).rowcount
+        event = "completed" if inserted == 1 else "idempotency_skip"
+        self._event(conn, event, now, task=task, key=row["key"], state="DONE", prev="IN_PROGRESS",
+                    attempt=row["attempt"], epoch=epoch, worker=worker)
+        return event
 
     def _fault(self, conn: sqlite3.Connection, now: float, fault: str | None, row: sqlite3.Row,
                worker: str | None) -> None:

@@ -115,7 +115,8 @@ WHERE id IN (
     SELECT id FROM tasks INDEXED BY tasks_due
     WHERE state = 'PENDING' AND due_at <= :now ORDER BY due_at, id LIMIT :limit
 )
-RETURNING id, key, payload, attempt, max_attempts, epoch, budget, enqueued_at;
+RETURNING id, key, payload, attempt, max_attempts, epoch, budget, enqueued_at,
+    EXISTS (SELECT 1 FROM effects WHERE effects.key = tasks.key) AS has_effect;
 
 -- name: heartbeat
 UPDATE tasks SET lease_until = :until, heartbeat_at = :now
@@ -130,6 +131,12 @@ ON CONFLICT (key) DO NOTHING;
 
 -- name: effect_by_key
 SELECT * FROM effects WHERE key = ?;
+
+-- name: finish_returning
+UPDATE tasks
+SET state = :state, worker = NULL, lease_until = NULL, updated_at = :now, error = :error, detail = :detail
+WHERE id = :id AND state = 'IN_PROGRESS' AND epoch = :epoch
+RETURNING key, attempt;
 
 -- name: finish
 UPDATE tasks

@@ -97,29 +97,30 @@ class Worker:
         last_reap = float("-inf")
         pause = max(clock.to_wall(cfg.poll), cfg.poll_wall_floor)
         reason = "stopped"
+        leases: list[Lease] = []
         try:
             while not self.stopping.is_set():
                 now = clock.now()
                 if cfg.reap_every is not None and now - last_reap >= cfg.reap_every:
                     queue.reap()
                     last_reap = now
-                leases = self._lease() if queue.has_due() else []
+                if not leases:
+                    leases = self._lease() if queue.has_due() else []
                 if not leases:
                     if cfg.idle_exit is not None and clock.now() - idle_since >= cfg.idle_exit:
                         reason = "idle"
                         break
                     self.stopping.wait(pause)
                     continue
-                for i, lease in enumerate(leases):
-                    if self.stopping.is_set():
-                        for rest in leases[i:]:
-                            queue.release(rest.task, rest.epoch, cfg.name)
-                        break
-                    self._run_one(lease)
+                lease = leases.pop(0)
+                more = not leases and (cfg.max_tasks is None or self.done + 1 < cfg.max_tasks)
+                leases.extend(self._run_one(lease, cfg.batch if more else 0))
                 idle_since = clock.now()
                 if cfg.max_tasks is not None and self.done >= cfg.max_tasks:
                     reason = "max_tasks"
                     break
+            for rest in leases:
+                queue.release(rest.task, rest.epoch, cfg.name)
         finally:
             self.finished.set()
             queue.record("worker_exited", worker=cfg.name, data={"pid": os.getpid(), "reason": reason,
@@ -145,30 +146,33 @@ class Worker:
         """One write with SQLite's busy timeout only, no retries (how db_lock faults surface)."""
         self.queue.write.try_once(lambda conn: conn.execute(q("last_seq")).fetchone())
 
-    def _run_one(self, lease: Lease) -> None:
+    def _run_one(self, lease: Lease, more: int) -> list[Lease]:
+        """Run one leased task and report it; a success also leases up to `more` next tasks in
+        the same transaction. Returns those leases."""
         queue, name = self.queue, self.config.name
         self.done += 1
-        if queue.effect_of(lease.key) is not None:
-            queue.complete(lease.task, lease.epoch, name)  # records idempotency_skip, no handler run
-            return
+        if lease.has_effect:  # second line of defence: the effect exists, do not run the handler
+            return queue.complete_and_lease(lease.task, lease.epoch, name, limit=more)[1]
         ctx = self._context(lease)
         self.heartbeats.watch(lease, ctx)
         try:
             result = self.handler(ctx)
         except LeaseLost:
-            return  # the refused heartbeat was recorded as stale_rejected; nothing more to say
+            return []  # the refused heartbeat was recorded as stale_rejected; nothing more to say
         except Stopping:
             queue.release(lease.task, lease.epoch, name)
-            return
+            return []
         except GuardrailExceeded as exc:
             queue.block(lease.task, lease.epoch, name, exc.spend, exc.budget, getattr(exc, "injected", None))
-            return
+            return []
         except Exception as exc:  # every handler failure is classified and reported, never lost
             queue.fail(lease.task, lease.epoch, name, classify(exc), describe(exc), getattr(exc, "injected", None))
-            return
+            return []
         finally:
             self.heartbeats.watch(None)
-        queue.complete(lease.task, lease.epoch, name, result)
+        if self.stopping.is_set():
+            more = 0
+        return queue.complete_and_lease(lease.task, lease.epoch, name, result, limit=more)[1]
 
 
 def run_worker(home_db, clock: Clock, queue_config: QueueConfig, config: WorkerConfig) -> int:

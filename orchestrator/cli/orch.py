@@ -65,8 +65,9 @@ def enqueue(key, payload, budget, actor, home, as_json):
               help="Exit after this many idle soak seconds.")
 @click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Exit after this many tasks.")
 @click.option("--synchronous", type=click.Choice(["NORMAL", "FULL"]), default="NORMAL", show_default=True)
+@click.option("--lock-socket", default=None, hidden=True, help="The soak chaos agent's socket.")
 @home_option
-def worker(handler, name, batch, ttl, poll, cap, reap, idle_exit, max_tasks, synchronous, home):
+def worker(handler, name, batch, ttl, poll, cap, reap, idle_exit, max_tasks, synchronous, lock_socket, home):
     load_handler(handler)  # refuse a bad handler before touching the database
     home_ = Home.resolve(home).ensure()
     config = QueueConfig(lease_ttl=ttl, inflight_cap=cap, synchronous=synchronous)
@@ -75,7 +76,7 @@ def worker(handler, name, batch, ttl, poll, cap, reap, idle_exit, max_tasks, syn
     probe.close()
     wcfg = WorkerConfig(
         name=name or f"{socket.gethostname()}-{os.getpid()}", handler=handler, batch=batch, poll=poll,
-        reap_every=ttl / 2 if reap else None, idle_exit=idle_exit, max_tasks=max_tasks,
+        reap_every=ttl / 2 if reap else None, idle_exit=idle_exit, max_tasks=max_tasks, lock_socket=lock_socket,
     )
     raise SystemExit(run_worker(home_.db, clock, config, wcfg))
 
@@ -98,3 +99,8 @@ def done(task, notes, actor, home, as_json):
 @json_option
 def fail(task, notes, actor, home, as_json):
     _act("fail", task, home, actor, require_notes(notes), as_json)
+
+
+from .soak import soak  # noqa: E402
+
+orch.add_command(soak)

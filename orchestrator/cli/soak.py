@@ -1,0 +1,155 @@
+"""`orch soak ...`: start, status, stop, resume, profiles, report.
+
+Heavy modules (numpy, APScheduler, matplotlib) are imported inside the commands, so that
+`orch worker` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import UsageError
+from ..home import Home
+from .common import home_option, json_option, print_json
+from .render import emit_table
+
+SPEED_MAX = 100_000.0
+
+
+@click.group(help="Soak runs: 24h / 72h profiles, real faults, SLIs, abort rules, summary.")
+def soak() -> None:
+    pass
+
+
+def _finish(outcome) -> None:
+    click.echo(f"run {outcome.run_id}: {outcome.verdict}")
+    if outcome.summary:
+        click.echo(f"summary: {outcome.summary}")
+    if outcome.incident:
+        click.echo(f"incident: {outcome.incident}")
+    sys.exit(outcome.exit_code)
+
+
+@soak.command(help="Run a soak in the foreground. Exit 0 passed, 1 SLO missed (or stopped), 3 aborted, "
+                   "2 bad usage.")
+@click.option("--profile", "profile_spec", required=True, metavar="24h|72h|PATH.toml",
+              help="A built-in profile or a TOML file.")
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True, max=SPEED_MAX), default=1.0,
+              show_default=True, help="Soak seconds per wall second (1: a real soak; 1440: 24h in a minute).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes (default: the profile's).")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=14, show_default=True,
+              help="Seed of the arrival schedule.")
+@click.option("--handler", default="orchestrator.handlers:synthetic", show_default=True,
+              help="Task handler as module:function.")
+@home_option
+def start(profile_spec, speed, workers, seed, handler, home):
+    from .. import profiles
+    from ..soak import StartRequest, start as start_run
+
+    profile = profiles.load(profile_spec)
+    req = StartRequest(profile=profile, speed=speed, seed=seed, workers=workers or profile.workers,
+                       handler=handler, live=sys.stdout.isatty())
+    _finish(start_run(Home.resolve(home), req))
+
+
+@soak.command(help="Continue a run whose supervisor was killed: same run, no arrival lost or doubled.")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes (default: the profile's).")
+@click.option("--handler", default="orchestrator.handlers:synthetic", show_default=True)
+@home_option
+def resume(workers, handler, home):
+    from ..soak import resume as resume_run
+
+    _finish(resume_run(Home.resolve(home), workers, handler, sys.stdout.isatty()))
+
+
+@soak.command(help="Stop the run in progress cleanly (its summary is still written).")
+@home_option
+def stop(home):
+    from ..soak import stop as stop_run
+
+    _require_db(home)
+    click.echo(stop_run(Home.resolve(home)))
+
+
+@soak.command(help="The current or last run: profile, seed, speed, soak time, counts, faults so far.")
+@home_option
+@json_option
+def status(home, as_json):
+    from ..soak import status as run_status
+
+    if not Home.resolve(home).db.exists():
+        doc = None
+    else:
+        doc = run_status(Home.resolve(home))
+    if as_json:
+        print_json(doc)
+        return
+    if doc is None:
+        click.echo("No soak run in this home.")
+        return
+    click.echo(f"run {doc['run_id']}  profile {doc['profile']}  seed {doc['seed']}  speed {doc['speed']:g}  "
+               f"status {doc['status']}" + (f"  verdict {doc['verdict']}" if doc["verdict"] else ""))
+    click.echo(f"soak time {doc['soak_t'] / 3600:.2f} h of {doc['duration'] / 3600:.0f} h   "
+               f"arrivals enqueued {doc['arrivals_enqueued']}   commit {doc['commit'] or '-'}")
+    counts = doc["counts"]
+    emit_table("Tasks by state", list(counts), [[str(v) for v in counts.values()]])
+    faults = doc["faults"]
+    if faults:
+        emit_table("Faults injected so far", list(faults), [[str(v) for v in faults.values()]])
+    click.echo(f"log: {doc['log']}")
+    if doc["status"] == "interrupted":
+        click.echo("The supervisor is gone: `orch soak resume` continues this run.")
+
+
+def _require_db(home: str | None) -> None:
+    from ..errors import Refused
+
+    if not Home.resolve(home).db.exists():
+        raise Refused("no soak run in this home")
+
+
+@soak.command(help="List the built-in profiles.")
+def profiles():
+    from .. import profiles as p
+
+    rows = [[name, f"{pr.duration / 3600:g}h", f"{pr.arrivals.rate:g}/min", str(pr.workers), pr.description]
+            for name, pr in p.BUILTIN.items()]
+    emit_table("Built-in profiles", ["name", "duration", "base rate", "workers", "description"], rows)
+
+
+@soak.group(help="Show a profile.")
+def profile():
+    pass
+
+
+@profile.command(name="show", help="Print a profile as TOML (saved and passed to --profile, it gives the same run).")
+@click.argument("name")
+def profile_show(name):
+    from .. import profiles as p
+
+    click.echo(p.load(name).to_toml(), nl=False)
+
+
+@soak.command(hidden=True, help="The log shipper of a run (started by the supervisor).")
+@click.option("--run", "run_id", required=True)
+@home_option
+def ship(run_id, home):
+    from ..shipper import run_shipper
+
+    sys.exit(run_shipper(Home.resolve(home).db, run_id))
+
+
+@soak.command(hidden=True, help="The chaos agent of a run (started by the supervisor).")
+@click.option("--run", "run_id", required=True)
+@click.option("--socket", "sock", required=True)
+@home_option
+def agent(run_id, sock, home):
+    from pathlib import Path
+
+    from ..faults import run_agent
+
+    if not run_id.strip():
+        raise UsageError("--run must not be empty")
+    sys.exit(run_agent(Home.resolve(home).db, Path(sock)))

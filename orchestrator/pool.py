@@ -1,0 +1,161 @@
+"""The supervisor's processes: workers, the log shipper and the chaos agent, each a real OS
+process started by command, so operators and tools can see and signal them by PID."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from .faults import kill
+from .runs import pid_alive
+
+
+@dataclass
+class Proc:
+    name: str
+    role: str  # worker | shipper | agent
+    argv: list[str]
+    popen: subprocess.Popen
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    home: Path
+    run_id: str
+    workers: int
+    handler: str
+    ttl: float  # effective lease TTL, soak seconds
+    poll: float
+    batch: int
+    inflight_cap: int | None
+    lock_socket: Path
+    folder: Path  # the run's folder under home/run/: pid file, process output
+
+
+class Pool:
+    def __init__(self, config: PoolConfig):
+        self.config = config
+        self.procs: dict[str, Proc] = {}
+        self.stopped: set[int] = set()  # pids held by SIGSTOP
+
+    def _orch(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "orchestrator", *args, "--home", str(self.config.home)]
+
+    def _spawn(self, name: str, role: str, argv: list[str]) -> Proc:
+        out = open(self.config.folder / f"{name}.out", "ab")
+        try:
+            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        finally:
+            out.close()
+        proc = Proc(name, role, argv, popen)
+        self.procs[name] = proc
+        self.save()
+        return proc
+
+    def start(self) -> None:
+        cfg = self.config
+        self._spawn("agent", "agent", self._orch("soak", "agent", "--run", cfg.run_id,
+                                                 "--socket", str(cfg.lock_socket)))
+        self._spawn("shipper", "shipper", self._orch("soak", "ship", "--run", cfg.run_id))
+        for i in range(1, cfg.workers + 1):
+            self.start_worker(f"w{i}")
+
+    def start_worker(self, name: str) -> Proc:
+        cfg = self.config
+        argv = self._orch("worker", "--name", name, "--handler", cfg.handler, "--ttl", repr(cfg.ttl),
+                          "--poll", repr(cfg.poll), "--batch", str(cfg.batch), "--no-reap",
+                          "--lock-socket", str(cfg.lock_socket))
+        if cfg.inflight_cap:
+            argv += ["--cap", str(cfg.inflight_cap)]
+        return self._spawn(name, "worker", argv)
+
+    def respawn(self, proc: Proc) -> Proc:
+        return self._spawn(proc.name, proc.role, proc.argv)
+
+    def dead(self) -> list[tuple[Proc, int]]:
+        """Processes that exited, with their return codes (reaped)."""
+        out = []
+        for proc in list(self.procs.values()):
+            code = proc.popen.poll()
+            if code is not None:
+                out.append((proc, code))
+        return out
+
+    def by_name(self, name: str) -> Proc | None:
+        return self.procs.get(name)
+
+    def pid_of(self, worker: str) -> int | None:
+        proc = self.procs.get(worker)
+        return proc.pid if proc and proc.role == "worker" else None
+
+    def signal(self, proc: Proc, sig: signal.Signals) -> bool:
+        if sig == signal.SIGSTOP:
+            self.stopped.add(proc.pid)
+        elif sig == signal.SIGCONT:
+            self.stopped.discard(proc.pid)
+        return kill(proc.pid, sig)
+
+    def stop(self, roles: tuple[str, ...], wall_timeout: float = 10.0) -> None:
+        """SIGCONT (if stopped) and SIGTERM, wait, then SIGKILL what is left."""
+        targets = [p for p in self.procs.values() if p.role in roles and p.popen.poll() is None]
+        for proc in targets:
+            if proc.pid in self.stopped:
+                self.signal(proc, signal.SIGCONT)
+            kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + wall_timeout
+        for proc in targets:
+            try:
+                proc.popen.wait(max(deadline - time.monotonic(), 0.01))
+            except subprocess.TimeoutExpired:
+                kill(proc.pid, signal.SIGKILL)
+                proc.popen.wait()
+        for proc in targets:
+            self.procs.pop(proc.name, None)
+        self.save()
+
+    def save(self) -> None:
+        doc = {p.name: {"pid": p.pid, "role": p.role} for p in self.procs.values()}
+        (self.config.folder / "pids.json").write_bytes(orjson.dumps(doc))
+
+
+def stop_leftovers(folder: Path, wall_timeout: float = 10.0) -> list[int]:
+    """After a supervisor died: stop the processes its pid file names that still run one of
+    our commands (checked by command line, so a recycled pid is never signalled)."""
+    path = folder / "pids.json"
+    if not path.exists():
+        return []
+    stopped = []
+    for info in orjson.loads(path.read_bytes()).values():
+        pid = info["pid"]
+        if not pid_alive(pid) or not _is_ours(pid):
+            continue
+        kill(pid, signal.SIGCONT)
+        kill(pid, signal.SIGTERM)
+        stopped.append(pid)
+    deadline = time.monotonic() + wall_timeout
+    for pid in stopped:
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if pid_alive(pid):
+            kill(pid, signal.SIGKILL)
+    return stopped
+
+
+def _is_ours(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+    except OSError:
+        return False
+    return b"orchestrator" in argv and (b"worker" in argv or b"soak" in argv)

@@ -1,0 +1,143 @@
+"""Starting, resuming and stopping a soak run (what `orch soak ...` calls)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import arrivals, profiles
+from .clock import WALL, Clock
+from .errors import Refused
+from .handlers import load_handler
+from .home import Home
+from .pool import stop_leftovers
+from .profiles import Profile
+from .queue import Queue
+from .runs import Run, RunStore, new_run_id, pid_alive
+from .shipper import header_line, link_latest, write_header
+from .supervisor import Outcome, SoakOptions, Supervisor
+
+WARMUP_WALL = 1.5  # wall seconds between the run's creation and t=0: the pool starts meanwhile
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    profile: Profile
+    speed: float
+    seed: int
+    workers: int
+    handler: str
+    live: bool
+
+
+def start(home: Home, req: StartRequest) -> Outcome:
+    load_handler(req.handler)
+    home.ensure()
+    with Queue(home.db, WALL) as queue:
+        store = RunStore(queue)
+        _refuse_if_active(store)
+        plan = arrivals.plan(req.profile, req.seed)
+        manifest = arrivals.manifest(req.profile, plan, req.seed)
+        run_id = new_run_id(req.seed)
+        log_path = home.logs / f"soak_{req.profile.name}_{run_id}.jsonl"
+        origin = time.time() + WARMUP_WALL
+        run = store.create(run_id, req.profile.to_dict(), req.seed, req.speed, origin, log_path,
+                           req.profile.inflight_cap or None)
+    write_header(log_path, header_line(run, manifest, req.workers))
+    link_latest(log_path, req.profile.name)
+    sup = Supervisor(home, run, req.profile, plan, SoakOptions(workers=req.workers, handler=req.handler,
+                                                               live=req.live))
+    sup.install_signals()
+    return sup.run()
+
+
+def _refuse_if_active(store: RunStore) -> None:
+    active = store.active()
+    if active is None:
+        return
+    if pid_alive(active.supervisor_pid):
+        raise Refused(f"soak run {active.id} is in progress (supervisor PID {active.supervisor_pid}); "
+                      "`orch soak stop` ends it")
+    raise Refused(f"soak run {active.id} was interrupted (its supervisor is gone); "
+                  "`orch soak resume` continues it, `orch soak stop` closes it")
+
+
+def _interrupted(home: Home) -> tuple[Run, Profile]:
+    with Queue(home.db, WALL, create=False) as queue:
+        run = RunStore(queue).active()
+    if run is None:
+        raise Refused("no soak run to resume in this home")
+    if pid_alive(run.supervisor_pid):
+        raise Refused(f"soak run {run.id} still has its supervisor (PID {run.supervisor_pid})")
+    return run, profiles.from_dict(run.profile)
+
+
+def _take_over(home: Home, run: Run, profile: Profile, workers: int, handler: str, live: bool,
+               event: str) -> Supervisor:
+    stop_leftovers(home.runtime / run.id)
+    sup = Supervisor(home, run, profile, arrivals.plan(profile, run.seed),
+                     SoakOptions(workers=workers, handler=handler, live=live))
+    queue = sup._queue()
+    last = queue.last_event_t()
+    gap = round(sup.clock.now() - last, 3) if last is not None else None
+    queue.record(event, data={"gap": gap, "old_pid": run.supervisor_pid})
+    return sup
+
+
+def resume(home: Home, workers: int | None, handler: str, live: bool) -> Outcome:
+    run, profile = _interrupted(home)
+    sup = _take_over(home, run, profile, workers or profile.workers, handler, live, "run_resumed")
+    sup.install_signals()
+    return sup.run()
+
+
+def stop(home: Home, wall_timeout: float = 120.0) -> str:
+    """Stop the run in progress: SIGTERM its supervisor, or close an interrupted run here."""
+    with Queue(home.db, WALL, create=False) as queue:
+        store = RunStore(queue)
+        run = store.active()
+        if run is None:
+            raise Refused("no soak run in progress in this home")
+        if pid_alive(run.supervisor_pid):
+            os.kill(run.supervisor_pid, signal.SIGTERM)
+            deadline = time.monotonic() + wall_timeout
+            while store.get(run.id).status == "running":
+                if time.monotonic() > deadline:
+                    raise Refused(f"supervisor PID {run.supervisor_pid} did not stop within {wall_timeout:g}s")
+                time.sleep(0.1)
+            return f"stopped run {run.id} (verdict {store.get(run.id).verdict})"
+    profile = profiles.from_dict(run.profile)
+    sup = _take_over(home, run, profile, 0, "orchestrator.handlers:synthetic", False, "run_resumed")
+    sup.stop_reason = "stopped by operator (supervisor was gone)"
+    outcome = sup.wind_down()
+    return f"closed interrupted run {run.id} (verdict {outcome.verdict}); summary {outcome.summary}"
+
+
+def status(home: Home) -> dict | None:
+    with Queue(home.db, WALL, create=False) as queue:
+        run = RunStore(queue).latest()
+        if run is None:
+            return None
+        clock: Clock = run.clock
+        alive = pid_alive(run.supervisor_pid)
+        state = run.status if (run.status != "running" or alive) else "interrupted"
+        end_soak = clock.now() if run.status == "running" else run.started_soak + (
+            (run.ended_wall or run.started_wall) - run.started_wall) * run.speed
+        doc = queue.status(recent=5)
+        return {
+            "run_id": run.id, "profile": run.profile_name, "seed": run.seed, "speed": run.speed,
+            "status": state, "verdict": run.verdict, "supervisor_pid": run.supervisor_pid if alive else None,
+            "soak_t": round(end_soak - run.started_soak, 3), "duration": run.profile.get("duration"),
+            "arrivals_enqueued": run.next_arrival, "commit": run.commit_sha, "log": run.log_path,
+            "counts": doc["counts"], "oldest_pending_age": doc["oldest_pending_age"],
+            "expired_leases": doc["expired_leases"], "faults": queue.faults_since(run.first_seq),
+        }
+
+
+def log_for(home: Home) -> Path | None:
+    with Queue(home.db, WALL, create=False) as queue:
+        run = RunStore(queue).latest()
+    return None if run is None else Path(run.log_path)

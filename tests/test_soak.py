@@ -1,0 +1,241 @@
+"""The soak engine: arrival maths, profiles, a whole accelerated 24h run, kill -9 and resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sqlite3
+import subprocess
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from orchestrator import arrivals, profiles
+from orchestrator.cli.orch import orch
+from orchestrator.errors import ProfileError
+
+pytestmark = pytest.mark.xdist_group("soak")
+
+ALL_FAULT_KINDS = {"timeout", "network", "db_lock", "duplicate_enqueue", "guardrail", "worker_crash",
+                   "worker_stall"}
+
+
+# --- arrival maths -----------------------------------------------------------------------
+def test_same_profile_and_seed_give_the_same_schedule_byte_for_byte():
+    p = profiles.BUILTIN["72h"]
+    a, b = arrivals.plan(p, 7), arrivals.plan(p, 7)
+    assert a.digest() == b.digest()
+    assert a.times.tobytes() == b.times.tobytes()
+    assert arrivals.manifest(p, a, 7) == arrivals.manifest(p, b, 7)
+    assert arrivals.plan(p, 8).digest() != a.digest()
+
+
+def test_arrival_rates_and_burst_windows_within_statistical_bounds():
+    p = profiles.BUILTIN["24h"]
+    windows = arrivals.burst_windows(p)
+    assert windows[0] == (600.0, 780.0) and len(windows) == 96  # every 15 min, 3 min long
+    burst_time = sum(b - a for a, b in windows)
+    base_time = p.duration - burst_time
+    base_counts, burst_counts = [], []
+    for seed in range(40):
+        plan = arrivals.plan(p, seed)
+        t = plan.times
+        assert np.all(np.diff(t) >= 0) and t.min() >= 0 and t.max() < p.duration
+        in_burst = np.zeros(len(t), dtype=bool)
+        for a, b in windows:
+            in_burst |= (t >= a) & (t < b)
+        burst_counts.append(in_burst.sum())
+        base_counts.append((~in_burst).sum())
+    # Poisson: mean = rate x time; 40 seeds -> the mean's standard error is sqrt(mean/40)
+    for counts, rate, span in ((base_counts, 2.0, base_time), (burst_counts, 8.0, burst_time)):
+        expected = rate / 60 * span
+        assert abs(np.mean(counts) - expected) < 4 * np.sqrt(expected / 40), (np.mean(counts), expected)
+        assert np.var(counts) == pytest.approx(expected, rel=0.6)  # dispersion of a Poisson count
+
+
+def test_planned_fault_shares_follow_the_profile():
+    p = profiles.BUILTIN["72h"]
+    plan = arrivals.plan(p, 3)
+    n = len(plan)
+    for code, share in ((arrivals.TRANSIENT, 0.10), (arrivals.DB_LOCK, 0.02), (arrivals.GUARDRAIL, 0.01)):
+        k = np.count_nonzero(plan.fault == code)
+        assert abs(k - share * n) < 5 * np.sqrt(n * share * (1 - share))
+    assert abs(len(plan.dup_of) - 0.01 * n) < 5 * np.sqrt(n * 0.01)
+    assert np.all(plan.dup_times >= plan.times[plan.dup_of])  # a duplicate follows its original
+    payload = arrivals.payload(p, plan, int(np.flatnonzero(plan.fault == arrivals.GUARDRAIL)[0]))
+    assert payload["spend"] > payload["budget"]
+
+
+# --- profiles ----------------------------------------------------------------------------
+def test_profile_show_prints_toml_that_gives_the_same_profile(tmp_path):
+    for name in profiles.BUILTIN:
+        out = CliRunner().invoke(orch, ["soak", "profile", "show", name])
+        assert out.exit_code == 0, out.output
+        path = tmp_path / f"{name}.toml"
+        path.write_text(out.output)
+        assert profiles.load(str(path)) == profiles.BUILTIN[name]
+
+
+def _profile_text(**changes) -> str:
+    data = profiles.BUILTIN["24h"].to_dict()
+    for dotted, value in changes.items():
+        node = data
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    import tomli_w
+
+    return tomli_w.dumps(data)
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"faults__trasient": 0.1}, "faults.trasient"),
+    ({"duration": "a day"}, "duration"),
+    ({"workers": 0}, "workers"),
+    ({"faults__transient": 1.5}, "faults.transient"),
+    ({"retry__backoff": [60, -1]}, "retry.backoff"),
+    ({"arrivals__rate": -2}, "arrivals.rate"),
+    ({"slo__success": 0}, "slo.success"),
+])
+def test_bad_profiles_are_refused_naming_the_key_before_anything_starts(tmp_path, changes, named):
+    path = tmp_path / "bad.toml"
+    path.write_text(_profile_text(**changes))
+    with pytest.raises(ProfileError, match=named.replace(".", r"\.").replace("[", r"\[")):
+        profiles.load(str(path))
+    home = tmp_path / "home"
+    out = CliRunner().invoke(orch, ["soak", "start", "--profile", str(path), "--speed", "1000",
+                                    "--home", str(home)])
+    assert out.exit_code == 2, out.output
+    assert out.output.startswith("Error: ") and named in out.output and "Traceback" not in out.output
+    assert not home.exists()  # nothing started, nothing written
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--profile", "96h"], "no profile '96h'"),
+    (["--profile", "24h", "--speed", "0"], "--speed"),
+    (["--profile", "24h", "--workers", "0"], "--workers"),
+    (["--profile", "24h", "--handler", "nosuchmodule:fn"], "cannot import handler module"),
+])
+def test_bad_start_options_are_refused_with_exit_2_and_no_write(tmp_path, args, message):
+    home = tmp_path / "home"
+    out = CliRunner().invoke(orch, ["soak", "start", *args, "--home", str(home)])
+    assert out.exit_code == 2, out.output
+    assert message in out.output
+    assert not (home / "db" / "queue.db").exists()
+
+
+def test_not_toml_is_refused(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text("name = [unclosed")
+    with pytest.raises(ProfileError, match="not valid TOML"):
+        profiles.load(str(path))
+
+
+# --- whole runs --------------------------------------------------------------------------
+def acceptance_profile(tmp_path: Path, *, duration: float = 86400.0) -> Path:
+    """Profile A's load with every fault kind of both profiles on, abort thresholds loose (this
+    test checks the invariants; the abort rules have tests of their own)."""
+    base = profiles.BUILTIN["24h"]
+    p = dataclasses.replace(
+        base, name="accept", duration=duration,
+        faults=dataclasses.replace(profiles.BUILTIN["72h"].faults, transient=0.05, worker_crash_every=7200.0,
+                                   worker_stall_every=10800.0),
+        abort=profiles.Abort(window=1800.0, moving_success=0.5, min_volume=20, stall=7200.0, log_gap=14400.0),
+        oncall=profiles.Oncall(replan_after=600.0, budget_factor=2.0),
+    )
+    path = tmp_path / "accept.toml"
+    path.write_text(p.to_toml())
+    return path
+
+
+def read_log(home: Path, profile: str) -> tuple[dict, list[dict]]:
+    lines = (home / "logs" / "soak" / f"soak_{profile}.jsonl").read_bytes().splitlines()
+    return orjson.loads(lines[0]), [orjson.loads(x) for x in lines[1:]]
+
+
+def check_invariants(home: Path, header: dict, events: list[dict]) -> None:
+    db = sqlite3.connect(home / "db" / "queue.db")
+    planned = header["manifest"]["arrivals"]
+    # every arrival enqueued once
+    enqueued = [e for e in events if e["event"] == "enqueued"]
+    keys = [e["key"] for e in enqueued]
+    assert len(keys) == len(set(keys)) == planned
+    assert sorted(e["arrival"] for e in enqueued) == list(range(planned))
+    # every task terminal (BLOCKED ones were replanned by the scripted on-call)
+    states = dict(db.execute("SELECT state, count(*) FROM tasks GROUP BY state").fetchall())
+    assert set(states) <= {"DONE", "FAILED"}, states
+    assert sum(states.values()) == planned
+    # no key with two `completed`; one effect per DONE task that completed
+    completed = [e["key"] for e in events if e["event"] == "completed"]
+    assert len(completed) == len(set(completed))
+    assert db.execute("SELECT count(*) FROM effects").fetchone()[0] == len(completed)
+    # the JSONL is gap-free and equal to the event table
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(header["first_seq"], header["first_seq"] + len(seqs)))
+    table = db.execute("SELECT seq, event FROM events WHERE seq >= ? ORDER BY seq", (header["first_seq"],)).fetchall()
+    assert [(e["seq"], e["event"]) for e in events] == table
+    assert events[-1]["event"] == "run_finished"
+
+
+def test_a_whole_24h_profile_at_high_speed(tmp_path, orch_cmd, clean_env):
+    home = tmp_path / "home"
+    proc = subprocess.run(orch_cmd("soak", "start", "--profile", str(acceptance_profile(tmp_path)),
+                                   "--speed", "2880", "--seed", "5", "--home", str(home)),
+                          capture_output=True, text=True, timeout=240, env=clean_env())
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr  # finished (an SLO may miss on a loaded box)
+    assert "Traceback" not in proc.stderr
+    header, events = read_log(home, "accept")
+    check_invariants(home, header, events)
+    kinds = {e["kind"] for e in events if e["event"] == "fault_injected"}
+    assert ALL_FAULT_KINDS <= kinds, ALL_FAULT_KINDS - kinds
+    names = {e["event"] for e in events}
+    assert {"lease_expired", "stale_rejected", "duplicate_enqueue", "blocked", "replanned",
+            "worker_restarted", "checkpoint", "retry_scheduled"} <= names
+    # the observed errors of the planned faults
+    errors = {e["error"] for e in events if e["event"] == "retry_scheduled"}
+    assert {"timeout", "network", "db_lock"} <= errors
+    assert (home / "reports" / "soak" / "soak_summary.md").exists()
+
+
+def test_supervisor_kill_9_then_resume_loses_and_doubles_no_arrival(tmp_path, orch_cmd, clean_env, children,
+                                                                    wait_for):
+    home = tmp_path / "home"
+    profile = acceptance_profile(tmp_path, duration=6 * 3600.0)
+    sup = children.start(orch_cmd("soak", "start", "--profile", str(profile), "--speed", "720", "--seed", "9",
+                                  "--home", str(home)),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=clean_env())
+    db_path = home / "db" / "queue.db"
+
+    def enqueued() -> int:
+        if not db_path.exists():
+            return 0
+        try:
+            with sqlite3.connect(db_path) as db:
+                return db.execute("SELECT count(*) FROM tasks").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+    wait_for(lambda: enqueued() > 150, timeout=60, what="a third of the arrivals")
+    sup.send_signal(signal.SIGKILL)
+    sup.wait(timeout=10)
+    status = CliRunner().invoke(orch, ["soak", "status", "--home", str(home), "--json"])
+    assert orjson.loads(status.output)["status"] == "interrupted"
+    again = CliRunner().invoke(orch, ["soak", "start", "--profile", "24h", "--home", str(home)])
+    assert again.exit_code == 4 and "orch soak resume" in again.output
+    proc = subprocess.run(orch_cmd("soak", "resume", "--home", str(home)), capture_output=True, text=True,
+                          timeout=240, env=clean_env())
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    header, events = read_log(home, "accept")
+    check_invariants(home, header, events)
+    resumed = [e for e in events if e["event"] == "run_resumed"]
+    assert len(resumed) == 1 and resumed[0]["gap"] > 0
+    # duplicates are only the planned ones (from the plan, possibly twice when concurrent)
+    dup_events = [e for e in events if e["event"] == "duplicate_enqueue"]
+    assert all(e.get("duplicate") for e in dup_events)
+    summary = (home / "reports" / "soak" / "soak_summary.md").read_text()
+    assert "resum" in summary.lower()
