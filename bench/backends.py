@@ -2,6 +2,8 @@
 
 - `queue`: the orchestrator's lease queue (orchestrator/queue.py) through its public API only:
   `Queue(path, clock, QueueConfig(synchronous=...))`, `enqueue`, `enqueue_many`, `lease`, `complete`.
+  `queue_cl` drains through `complete_and_lease` (complete one task and lease the next in one
+  transaction), one task per lease.
 - `bare`: a ceiling, not a product: the least SQL that can lease and complete one row. One table
   (id, state, epoch, worker, lease_until) with a partial index on the PENDING rows; a lease is one
   transaction (`BEGIN IMMEDIATE; UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING; COMMIT`),
@@ -189,7 +191,7 @@ class Drain:
         self.limit = int(cmd.get("limit", 1))
         self.stop_after = cmd.get("stop_after") or float("inf")
         self.queue = self.storage = None
-        if self.kind in ("queue", "replay"):
+        if self.kind in ("queue", "queue_cl", "replay"):
             self.queue = open_queue(path, sync)
             self.conn = self.queue.conn
         elif self.kind in ("bare", "bare1"):
@@ -223,9 +225,10 @@ class Drain:
         return {"n": done, "lock_retries": queue.write.lock_retries}
 
     def _run_replay(self) -> dict:
-        """The queue's own statements for one lease+complete (orchestrator/queue.sql, same schema,
-        same pragmas), run with no Python layer around them: no tenacity, no writer lock, no
-        dataclasses, one fixed event row. What the SQL alone costs."""
+        """The statements `Queue.lease` and `Queue.complete` run for one task (orchestrator/queue.sql,
+        same schema, same pragmas), with no Python layer around them: no tenacity, no writer lock,
+        no dataclasses, one fixed event row. What the SQL alone costs. Mirrors queue.py's
+        `_lease`/`_complete` as of this commit: keep it in step when they change."""
         conn, worker, done = self.conn, self.worker, 0
         event = {"t": 0.0, "wall": 0.0, "event": "leased", "task": None, "key": None, "state": "IN_PROGRESS",
                  "prev": "PENDING", "attempt": 1, "epoch": 1, "worker": worker, "error": None, "actor": None,
@@ -240,15 +243,27 @@ class Drain:
             if row is None:
                 break
             conn.execute("BEGIN IMMEDIATE")
-            fenced = conn.execute(q("fenced_row"), (row["id"],)).fetchone()
+            fenced = conn.execute(q("finish_returning"), {"state": "DONE", "now": now, "error": None, "detail": None,
+                                                          "id": row["id"], "epoch": row["epoch"]}).fetchone()
             conn.execute(q("insert_effect"), {"key": fenced["key"], "task": row["id"], "epoch": row["epoch"],
                                               "worker": worker, "t": now, "result": None})
-            done += conn.execute(q("finish"), {"state": "DONE", "now": now, "error": None, "detail": None,
-                                               "id": row["id"], "epoch": row["epoch"]}).rowcount
             conn.execute(q("insert_event"), {**event, "event": "completed", "task": row["id"], "key": row["key"],
                                              "state": "DONE", "prev": "IN_PROGRESS", "t": now})
             conn.execute("COMMIT")
+            done += 1
         return {"n": done}
+
+    def _run_queue_cl(self) -> dict:
+        """One task per lease through `complete_and_lease`: each transaction completes one task and
+        leases the next (the last one of a slice only completes)."""
+        queue, worker, done = self.queue, self.worker, 0
+        leases = queue.lease(worker, 1) if self.stop_after > 0 else []
+        while leases:
+            lease = leases[0]
+            more = 0 if done + 1 >= self.stop_after else 1
+            outcome, leases = queue.complete_and_lease(lease.task, lease.epoch, worker, limit=more)
+            done += outcome == "completed"
+        return {"n": done, "lock_retries": queue.write.lock_retries}
 
     def _run_bare(self) -> dict:
         conn, done = self.conn, 0

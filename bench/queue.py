@@ -174,18 +174,18 @@ class Bench:
         for sync in SYNCS:
             n = self.plan.drain[sync]
             for procs in PROCS:
-                variants = [("bare", 1), ("huey", 1), ("queue", 1), ("queue", LEASE_BATCH)]
+                variants = [("bare", 1), ("huey", 1), ("queue", 1), ("queue_cl", 1), ("queue", LEASE_BATCH)]
                 if procs == 1:
                     variants.append(("bare1", 1))
                 runs = {(kind, limit): ({"kind": kind, "limit": limit, "total": n},
-                                        self.copy("bare" if kind == "bare1" else kind, n))
+                                        self.copy({"bare1": "bare", "queue_cl": "queue"}.get(kind, kind), n))
                         for kind, limit in rotate(variants, rep + procs)}
                 for (kind, limit), out in self.interleaved(workers, procs, sync, runs, None).items():
                     if out["n"] != n:
                         raise RuntimeError(f"{kind} drained {out['n']} of {n} tasks")
                     self.note(("drain", sync, procs, kind, limit), out["n"] / out["elapsed"])
-                    if kind == "queue":
-                        self.note(("lock_retries", sync, procs, limit), 1000 * out["lock_retries"] / n)
+                    if kind.startswith("queue"):
+                        self.note(("lock_retries", sync, procs, kind, limit), 1000 * out["lock_retries"] / n)
 
     def depth_round(self, rep: int, workers: Workers) -> None:
         extra = max(self.plan.depth_tasks.values())
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": git_commit(),
         "filesystem": filesystem_of(workdir.parent),
         "plan": plan,
-        "procs": PROCS, "syncs": SYNCS, "lease_batch": LEASE_BATCH, "enqueue_batch": ENQUEUE_BATCH,
+        "procs": PROCS, "syncs": SYNCS, "lease_batch": LEASE_BATCH, "enqueue_batch": ENQUEUE_BATCH, "chunks": CHUNKS,
     }
     text = render(bench.rates, bench.facts, meta)
     print(text)

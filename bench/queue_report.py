@@ -104,28 +104,45 @@ def render(rates: dict[tuple, list[float]], facts: dict, meta: dict) -> str:
     w("")
 
     # --- lease + complete ---------------------------------------------------------------
+    def key(sync, procs, kind, limit=1):
+        return ("drain", sync, procs, kind, limit)
+
     w("## Lease + complete")
     w("")
     w(f"Each run drains a pre-filled database of {plan.drain['NORMAL']:,} tasks (NORMAL) or "
-      f"{plan.drain['FULL']:,} (FULL). q1 = queue, one task per lease; q{lb} = queue, up to {lb} tasks per "
-      f"lease, each completed in its own transaction. huey's rate is dequeues (it has nothing to complete).")
+      f"{plan.drain['FULL']:,} (FULL), in {meta['chunks']} slices that take turns with the other variants' slices. "
+      f"**q1** = queue, `lease(worker, 1)` then `complete(...)`: two transactions per task. **q1cl** = queue, one "
+      f"task per lease through `complete_and_lease` (complete a task and lease the next in one transaction): one "
+      f"transaction per task once running. **q{lb}** = queue, `lease(worker, {lb})`, each task then completed in its "
+      "own transaction. huey's rate is dequeues (it has nothing to complete). bare1 runs with one process only.")
     w("")
-    w(f"| sync | procs | bare (2 tx/task) | huey dequeue (1 tx) | q1 | q{lb} | q1/bare | q1/huey | q{lb}/bare "
-      f"| q{lb}/huey | queue lock retries per 1k tasks (q1, q{lb}) |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w(f"| sync | procs | bare1 | bare | huey | q1 | q1cl | q{lb} | queue lock retries / 1k tasks (q1, q1cl, q{lb}) |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for sync in syncs:
         for procs in procs_list:
-            bare, huey = ("drain", sync, procs, "bare", 1), ("drain", sync, procs, "huey", 1)
-            q1, qb = ("drain", sync, procs, "queue", 1), ("drain", sync, procs, "queue", lb)
-            retries = f"{f.rate(('lock_retries', sync, procs, 1)):.1f}, {f.rate(('lock_retries', sync, procs, lb)):.1f}"
-            w(f"| {sync} | {procs} | {fmt_rate(f.rate(bare))} | {fmt_rate(f.rate(huey))} | {fmt_rate(f.rate(q1))} | "
-              f"{fmt_rate(f.rate(qb))} | {fmt_ratio(f.ratio(q1, bare))} | {fmt_ratio(f.ratio(q1, huey))} | "
-              f"{fmt_ratio(f.ratio(qb, bare))} | {fmt_ratio(f.ratio(qb, huey))} | {retries} |")
+            b1 = key(sync, procs, "bare1")
+            retries = ", ".join(f"{f.rate(('lock_retries', sync, procs, kind, limit)):.1f}"
+                                for kind, limit in (("queue", 1), ("queue_cl", 1), ("queue", lb)))
+            w(f"| {sync} | {procs} | {fmt_rate(f.rate(b1)) if b1 in rates else '—'} | "
+              + " | ".join(fmt_rate(f.rate(key(sync, procs, kind, limit)))
+                           for kind, limit in (("bare", 1), ("huey", 1), ("queue", 1), ("queue_cl", 1), ("queue", lb)))
+              + f" | {retries} |")
+    w("")
+    w("Ratios (median of the per-repetition ratios):")
+    w("")
+    w(f"| sync | procs | q1/bare | q1/huey | q1cl/bare | q1cl/huey | q{lb}/bare | q{lb}/huey |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for sync in syncs:
+        for procs in procs_list:
+            bare, huey = key(sync, procs, "bare"), key(sync, procs, "huey")
+            cells = [fmt_ratio(f.ratio(key(sync, procs, kind, limit), base))
+                     for kind, limit in (("queue", 1), ("queue_cl", 1), ("queue", lb)) for base in (bare, huey)]
+            w(f"| {sync} | {procs} | " + " | ".join(cells) + " |")
     w("")
     w("Range over repetitions (min–max tasks/s), 1 process: " + "; ".join(
-        f"{sync} bare1 {f.spread(('drain', sync, 1, 'bare1', 1))}, bare {f.spread(('drain', sync, 1, 'bare', 1))}, "
-        f"huey {f.spread(('drain', sync, 1, 'huey', 1))}, "
-        f"q1 {f.spread(('drain', sync, 1, 'queue', 1))}, q{lb} {f.spread(('drain', sync, 1, 'queue', lb))}"
+        f"{sync} " + ", ".join(f"{name} {f.spread(key(sync, 1, kind, limit))}" for name, kind, limit in
+                               (("bare1", "bare1", 1), ("bare", "bare", 1), ("huey", "huey", 1), ("q1", "queue", 1),
+                                ("q1cl", "queue_cl", 1), (f"q{lb}", "queue", lb)))
         for sync in syncs) + ".")
     w("")
 
@@ -148,62 +165,67 @@ def render(rates: dict[tuple, list[float]], facts: dict, meta: dict) -> str:
     w("## FULL, and what the second durable write costs")
     w("")
     w("One process. A lease queue needs two durable writes per task (the lease must be durable before the work "
-      "starts, the completion after it ends); huey's dequeue is one. bare1 does bare's work in one transaction.")
+      "starts, the completion after it ends); huey's dequeue is one. bare1 does bare's work in one transaction; "
+      "q1cl folds each lease into the previous task's completion, one transaction per task.")
     w("")
-    w("| sync | bare1 (1 tx/task) | bare (2 tx/task) | bare/bare1 | huey (1 tx/task) | q1 | q1/huey |")
-    w("|---|---:|---:|---:|---:|---:|---:|")
+    w("| sync | bare1 (1 tx/task) | bare (2 tx/task) | bare/bare1 | huey (1 tx/task) | q1 (2 tx/task) | q1cl (1 tx/task) "
+      "| q1/huey | q1cl/huey |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for sync in syncs:
-        b1, b2 = ("drain", sync, 1, "bare1", 1), ("drain", sync, 1, "bare", 1)
-        h, q1 = ("drain", sync, 1, "huey", 1), ("drain", sync, 1, "queue", 1)
+        b1, b2, h = key(sync, 1, "bare1"), key(sync, 1, "bare"), key(sync, 1, "huey")
+        q1, qcl = key(sync, 1, "queue"), key(sync, 1, "queue_cl")
         w(f"| {sync} | {fmt_rate(f.rate(b1))} | {fmt_rate(f.rate(b2))} | {fmt_ratio(f.ratio(b2, b1))} | "
-          f"{fmt_rate(f.rate(h))} | {fmt_rate(f.rate(q1))} | {fmt_ratio(f.ratio(q1, h))} |")
+          f"{fmt_rate(f.rate(h))} | {fmt_rate(f.rate(q1))} | {fmt_rate(f.rate(qcl))} | {fmt_ratio(f.ratio(q1, h))} | "
+          f"{fmt_ratio(f.ratio(qcl, h))} |")
     w("")
-    per_rep = {s: [1e6 / b2 - 1e6 / b1 for b2, b1 in zip(rates[("drain", s, 1, "bare", 1)],
-                                                         rates[("drain", s, 1, "bare1", 1)])] for s in syncs}
+    per_rep = {s: [1e6 / b2 - 1e6 / b1 for b2, b1 in zip(rates[key(s, 1, "bare")], rates[key(s, 1, "bare1")])]
+               for s in syncs}
     second = {s: median(v) for s, v in per_rep.items()}
-    full_cost = {k: 1e6 / f.rate(("drain", "FULL", 1, k, 1)) - 1e6 / f.rate(("drain", "NORMAL", 1, k, 1))
-                 for k in ("bare", "bare1", "huey", "queue")}
+    q_rep = [1e6 / a - 1e6 / b for a, b in zip(rates[key("FULL", 1, "queue")], rates[key("FULL", 1, "queue_cl")])]
+    full_cost = {k: 1e6 / f.rate(key("FULL", 1, k)) - 1e6 / f.rate(key("NORMAL", 1, k))
+                 for k in ("bare", "bare1", "huey", "queue", "queue_cl")}
     w(f"The second transaction costs {second['FULL']:,.0f} µs per task at FULL (per repetition: "
       f"{', '.join(f'{x:,.0f}' for x in per_rep['FULL'])}) against {second['NORMAL']:,.0f} µs at NORMAL "
       f"(1/bare − 1/bare1, paired within each repetition; fsync times on this shared disk vary a lot"
-      f"{'; in this run the noise was larger than the effect' if second['FULL'] <= 0 else ''}). "
-      f"Going from NORMAL to FULL adds {full_cost['bare1']:,.0f} µs per task with one durable write (bare1), "
-      f"{full_cost['huey']:,.0f} µs for huey, {full_cost['bare']:,.0f} µs with two (bare) and "
-      f"{full_cost['queue']:,.0f} µs for the queue (two commits, each fsyncing the WAL).")
+      f"{'; in this run the noise was larger than the effect' if second['FULL'] <= 0 else ''}). In the queue, "
+      f"1/q1 − 1/q1cl at FULL is {median(q_rep):,.0f} µs per task (per repetition: "
+      f"{', '.join(f'{x:,.0f}' for x in q_rep)}). Going from NORMAL to FULL adds {full_cost['bare1']:,.0f} µs per "
+      f"task with one durable write (bare1), {full_cost['huey']:,.0f} µs for huey, {full_cost['queue_cl']:,.0f} µs for "
+      f"q1cl, {full_cost['bare']:,.0f} µs with two (bare) and {full_cost['queue']:,.0f} µs for q1.")
     w("")
 
     # --- targets ----------------------------------------------------------------------------
+    def check(label: str, rows: list[tuple[str, float]], threshold: float) -> str:
+        ok = all(r >= threshold for _, r in rows)
+        return f"{label}: {verdict(ok)} — " + ", ".join(f"{name} {fmt_ratio(r)}" for name, r in rows) + "."
+
+    def across(kind: str, limit: int, base: str, only: tuple = syncs) -> list[tuple[str, float]]:
+        return [(f"{s} {p}p", f.ratio(key(s, p, kind, limit), key(s, p, base))) for s in only for p in procs_list]
+
     w("## Targets")
     w("")
-    rows = []
-    for sync in syncs:
-        for procs in procs_list:
-            q1, bare = ("drain", sync, procs, "queue", 1), ("drain", sync, procs, "bare", 1)
-            rows.append((sync, procs, f.ratio(q1, bare)))
-    ok = all(r >= TARGET_ONE_VS_BARE for *_, r in rows)
-    w(f"1. One task per lease ≥ {TARGET_ONE_VS_BARE}x the bare ceiling at the same setting: {verdict(ok)} — "
-      + ", ".join(f"{s} {p}p {fmt_ratio(r)}" for s, p, r in rows) + ".")
-    rows = [(p, f.ratio(("drain", "NORMAL", p, "queue", 1), ("drain", "NORMAL", p, "huey", 1))) for p in procs_list]
-    ok = all(r >= TARGET_ONE_VS_HUEY for _, r in rows)
-    w(f"2. One task per lease ≥ {TARGET_ONE_VS_HUEY}x huey at NORMAL: {verdict(ok)} — "
-      + ", ".join(f"{p}p {fmt_ratio(r)}" for p, r in rows) + ".")
-    rows = []
-    for sync in syncs:
-        for procs in procs_list:
-            qb, bare = ("drain", sync, procs, "queue", lb), ("drain", sync, procs, "bare", 1)
-            rows.append((sync, procs, f.ratio(qb, bare)))
-    ok = all(r >= TARGET_BATCH_VS_BARE for *_, r in rows)
-    w(f"3. Batched leasing (≤{lb}) ≥ {TARGET_BATCH_VS_BARE}x the one-row bare ceiling: {verdict(ok)} — "
-      + ", ".join(f"{s} {p}p {fmt_ratio(r)}" for s, p, r in rows) + ".")
-    rows = [(s, f.ratio(("depth", s, big), ("depth", s, small))) for s in syncs]
-    ok = all(r >= TARGET_DEPTH for _, r in rows)
-    w(f"4. Depth {big:,} within 20 % of depth {small:,}: {verdict(ok)} — "
-      + ", ".join(f"{s} {fmt_ratio(r)}" for s, r in rows) + ".")
-    q_full, h_full = ("drain", "FULL", 1, "queue", 1), ("drain", "FULL", 1, "huey", 1)
-    w(f"5. FULL beside huey's default (FULL): reported — q1 {fmt_rate(f.rate(q_full))}/s against huey "
-      f"{fmt_rate(f.rate(h_full))}/s ({fmt_ratio(f.ratio(q_full, h_full))}); q{lb} "
-      f"{fmt_ratio(f.ratio(('drain', 'FULL', 1, 'queue', lb), h_full))} of huey. The second durable write "
-      f"costs {second['FULL']:,.0f} µs per task on this disk (bare {fmt_ratio(f.ratio(('drain', 'FULL', 1, 'bare', 1), ('drain', 'FULL', 1, 'bare1', 1)))} of bare1).")
+    w("Each verdict needs the ratio at every setting listed; the figures are medians of paired ratios.")
+    w("")
+    w(check(f"1. One task per lease ≥ {TARGET_ONE_VS_BARE}x the bare ceiling at the same setting (q1: lease, "
+            "complete)", across("queue", 1, "bare"), TARGET_ONE_VS_BARE))
+    w(check("   - the same with `complete_and_lease` (q1cl)", across("queue_cl", 1, "bare"), TARGET_ONE_VS_BARE))
+    w(check(f"2. One task per lease ≥ {TARGET_ONE_VS_HUEY}x huey at NORMAL (q1)", across("queue", 1, "huey", ("NORMAL",)),
+            TARGET_ONE_VS_HUEY))
+    w(check("   - the same with `complete_and_lease` (q1cl)", across("queue_cl", 1, "huey", ("NORMAL",)),
+            TARGET_ONE_VS_HUEY))
+    w(check(f"3. Batched leasing (q{lb}) ≥ {TARGET_BATCH_VS_BARE}x the one-row bare ceiling", across("queue", lb, "bare"),
+            TARGET_BATCH_VS_BARE))
+    w(check(f"4. Depth {big:,} within 20 % of depth {small:,} (q1, one process)",
+            [(s, f.ratio(("depth", s, big), ("depth", s, small))) for s in syncs], TARGET_DEPTH))
+    h_full = key("FULL", 1, "huey")
+    w(f"5. FULL beside huey's default (FULL): reported — one process, huey {fmt_rate(f.rate(h_full))}/s; q1 "
+      f"{fmt_rate(f.rate(key('FULL', 1, 'queue')))}/s ({fmt_ratio(f.ratio(key('FULL', 1, 'queue'), h_full))}), q1cl "
+      f"{fmt_rate(f.rate(key('FULL', 1, 'queue_cl')))}/s ({fmt_ratio(f.ratio(key('FULL', 1, 'queue_cl'), h_full))}), "
+      f"q{lb} {fmt_rate(f.rate(key('FULL', 1, 'queue', lb)))}/s ({fmt_ratio(f.ratio(key('FULL', 1, 'queue', lb), h_full))}). "
+      f"The second durable write costs {second['FULL']:,.0f} µs per task on this disk in the bare ceiling (bare "
+      f"{fmt_ratio(f.ratio(key('FULL', 1, 'bare'), key('FULL', 1, 'bare1')))} of bare1) and "
+      f"{median(q_rep):,.0f} µs in the queue (q1 {fmt_ratio(f.ratio(key('FULL', 1, 'queue'), key('FULL', 1, 'queue_cl')))} "
+      "of q1cl).")
     w("")
 
     # --- evidence ---------------------------------------------------------------------------
@@ -249,23 +271,27 @@ def evidence(w, f: Figures, facts: dict, plan, syncs, procs_list, lb: int) -> No
       "transaction and records nothing: with one process at NORMAL it runs at "
       f"{fmt_ratio(f.ratio(('drain', 'NORMAL', 1, 'huey', 1), ('drain', 'NORMAL', 1, 'bare', 1)))} of the "
       "two-transaction bare ceiling, which is why 1.5x huey is further still.")
-    w(f"- **Batched leasing** (≤{lb}) shares only the lease transaction among the tasks of a batch; each task is "
-      "still completed in a transaction of its own (fenced read, effect, DONE, event), which alone writes more "
-      "pages than a whole bare lease+complete. A batched completion (one transaction per batch) is what would "
-      "lift it; the queue API has none.")
+    cl = {sync: f.ratio(("drain", sync, 1, "queue_cl", 1), ("drain", sync, 1, "queue", 1)) for sync in syncs}
+    w(f"- **Fewer transactions, nearly the same pages.** Batched leasing (≤{lb}) shares the lease transaction among the tasks "
+      "of a batch, and `complete_and_lease` folds each lease into the previous completion; either way every task "
+      "still gets its own completion (DONE, effect row, event) and its own `leased` event, and the completion "
+      "alone writes more pages than a whole bare lease+complete. One process, q1cl against q1: "
+      + ", ".join(f"{sync} {fmt_ratio(cl[sync])}" for sync in syncs)
+      + ". A batched completion (one transaction for a lease's batch) is what would lift batched leasing "
+      "further; the queue API has none.")
     w(f"- **At FULL** every commit fsyncs the WAL and the fsync dominates, so the queue's extra pages matter less "
       f"(q1 {fmt_ratio(f.ratio(('drain', 'FULL', 1, 'queue', 1), ('drain', 'FULL', 1, 'bare', 1)))} of bare with "
-      f"one process); batching the lease takes the fsyncs per task from 2 to 1 + 1/{lb}; against huey's one durable "
-      "write per task the queue pays for its second one, the lease: any lease queue at FULL is bounded by about "
-      f"{fmt_ratio(f.ratio(('drain', 'FULL', 1, 'bare', 1), ('drain', 'FULL', 1, 'bare1', 1)))} (bare/bare1) of a "
-      "queue that writes once per task.")
+      f"one process); batching the lease takes the fsyncs per task from 2 to 1 + 1/{lb}, `complete_and_lease` to 1. "
+      "Against huey's one durable write per task, a lease queue that leases and completes in separate "
+      "transactions pays for a second one: the bare pair runs at "
+      f"{fmt_ratio(f.ratio(('drain', 'FULL', 1, 'bare', 1), ('drain', 'FULL', 1, 'bare1', 1)))} of bare1 here.")
     top = max(procs_list)
     parts = []
     for sync in syncs:
         figures = ", ".join(
             f"{name} {fmt_ratio(f.ratio(('drain', sync, top, kind, limit), ('drain', sync, 1, kind, limit)))}"
             for name, kind, limit in (("bare", "bare", 1), ("huey", "huey", 1), ("q1", "queue", 1),
-                                      (f"q{lb}", "queue", lb)))
+                                      ("q1cl", "queue_cl", 1), (f"q{lb}", "queue", lb)))
         parts.append(f"{sync}: {figures}")
     w(f"- **More processes add no throughput** on SQLite (one writer at a time). {top} processes against 1 — "
       + "; ".join(parts) + ".")
