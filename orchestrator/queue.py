@@ -194,7 +194,11 @@ class Queue:
             if not isinstance(key, str) or not key.strip():
                 raise UsageError("idempotency key must be a non-empty string")
             payload_budget = payload.get("budget") if isinstance(payload, dict) else None
-            prepared.append((key, canonical_json(payload), payload_budget if budget is None else budget,
+            task_budget = payload_budget if budget is None else budget
+            if task_budget is not None and (isinstance(task_budget, bool) or not isinstance(task_budget, (int, float))
+                                            or not task_budget > 0):
+                raise UsageError(f"budget of {key!r} must be a number greater than 0, got {task_budget!r}")
+            prepared.append((key, canonical_json(payload), task_budget,
                              extra[0] if extra else data))
         attempts = max_attempts or self.config.retry.max_attempts
         now = self.clock.now()
