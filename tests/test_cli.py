@@ -164,6 +164,8 @@ USAGE = [
     (["ops", "replan", "--id", "ORCH-1", "--notes", "x", "--budget", "0"], "Error: --budget must be greater than 0\n"),
     (["orch", "enqueue", "--key", "new", "--budget", "-1"], "Error: --budget must be greater than 0\n"),
     (["orch", "enqueue", "--key", " "], "Error: --key must not be empty\n"),
+    (["orch", "enqueue", "--key", "new", "--payload", '{"budget": "lots"}'],
+     "Error: budget of 'new' must be a number greater than 0, got 'lots'\n"),
     (["ops", "retry"], "Error: give --id ORCH-N, or --state FAILED|CANCELLED for a bulk retry\n"),
     (["ops", "retry", "--id", "ORCH-1", "--dry-run"],
      "Error: --id cannot be combined with --state, --error-class or --dry-run\n"),

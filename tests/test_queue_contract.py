@@ -115,6 +115,11 @@ def test_malformed_enqueue_is_a_usage_error_without_a_write(queue, db_path, dump
         queue.enqueue("  ", {})
     with pytest.raises(UsageError, match="not JSON-serialisable"):
         queue.enqueue("x", {"when": object()})
+    for bad in ("lots", 0, -3, True, [1]):  # a guardrail budget is a positive number, wherever it comes from
+        with pytest.raises(UsageError, match=r"^budget of 'x' must be a number greater than 0, got "):
+            queue.enqueue("x", {"budget": bad})
+    with pytest.raises(UsageError, match="budget of 'y'"):
+        queue.enqueue("y", {}, budget=0)
     assert dump(db_path) == before
 
 
