@@ -201,6 +201,27 @@ def test_complete_with_an_existing_effect_is_an_idempotency_skip(queue):
     assert [e["event"] for e in events(queue)][-1] == "idempotency_skip"
 
 
+def test_complete_and_lease_is_one_transaction(queue):
+    queue.enqueue_many([(f"k{i}", {}) for i in range(4)])
+    [first] = queue.lease("w1")
+    seq = queue.last_seq()
+    outcome, more = queue.complete_and_lease(first.task, first.epoch, "w1", {"n": 1}, limit=2)
+    assert outcome == "completed" and [lease.key for lease in more] == ["k1", "k2"]
+    assert all(lease.epoch == 1 and not lease.has_effect for lease in more)
+    assert [r["event"] for r in queue.events_after(seq)] == ["completed", "leased", "leased"]
+    # a stale completion is refused, and the worker may still take new work
+    outcome, again = queue.complete_and_lease(first.task, first.epoch, "w1", limit=1)
+    assert outcome == "stale_rejected" and [lease.key for lease in again] == ["k3"]
+    assert queue.effect_of("k0")["epoch"] == 1
+
+
+def test_a_lease_says_when_the_key_already_has_an_effect(queue):
+    queue.enqueue_many([("k", {}), ("other", {})])
+    queue.conn.execute("INSERT INTO effects (key, task, epoch, worker, t, result) VALUES ('k', 1, 0, 'old', 0, NULL)")
+    leases = {lease.key: lease for lease in queue.lease("w1", limit=2)}
+    assert leases["k"].has_effect and not leases["other"].has_effect
+
+
 def test_transient_failures_back_off_then_fail_when_attempts_are_spent(queue, clock):
     queue.enqueue("k", {})
     expected_backoffs = [10.0, 20.0]  # TEST_POLICY, no jitter

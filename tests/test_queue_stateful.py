@@ -19,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from orchestrator.errors import IllegalTransition, KeyConflict, UnknownTask
 from orchestrator.model import ErrorClass, QueueConfig, RetryPolicy
-from orchestrator.queue import Queue
+from orchestrator.queue import Queue, event_dict
 
 KEYS = ("a", "b", "c", "d", "e")
 PAYLOADS = ({"work": 1}, {"work": 2})
@@ -111,13 +111,13 @@ class QueueMachine(RuleBasedStateMachine):
     def by_id(self, task: int) -> Model:
         return next(m for m in self.tasks.values() if m.id == task)
 
-    def last_event(self) -> dict:
-        from orchestrator.queue import event_dict
-        return event_dict(self.queue.events_after(self.queue.last_seq() - 1)[0])
+    def last_event(self, back: int = 0) -> dict:
+        """The last event, or the one `back` events before it."""
+        return event_dict(self.queue.events_after(self.queue.last_seq() - 1 - back)[0])
 
-    def expect_stale(self, m: Model, call: str, epoch: int, worker: str) -> None:
+    def expect_stale(self, m: Model, call: str, epoch: int, worker: str, back: int = 0) -> None:
         self.expected.append(("stale_rejected", m.id))
-        ev = self.last_event()
+        ev = self.last_event(back)
         assert (ev["event"], ev["call"], ev["worker"]) == ("stale_rejected", call, worker)
         assert (ev["epoch"], ev["stale_epoch"], ev["state"], ev["prev"]) == (m.epoch, epoch, m.state, m.state)
 
@@ -152,10 +152,12 @@ class QueueMachine(RuleBasedStateMachine):
 
     @rule(worker=st.sampled_from(WORKERS), limit=st.integers(1, 3))
     def lease(self, worker: str, limit: int) -> None:
+        self.check_leases(worker, limit, self.queue.lease(worker, limit))
+
+    def check_leases(self, worker: str, limit: int, leases: list) -> None:
         now = self.clock.now()
         due = sorted((m for m in self.tasks.values() if m.state == "PENDING" and m.due_at <= now),
                      key=lambda m: (m.due_at, m.id))[:limit]
-        leases = self.queue.lease(worker, limit)
         assert [lease.task for lease in leases] == sorted(m.id for m in due)
         for m in sorted(due, key=lambda m: m.id):
             m.state, m.epoch, m.attempt, m.worker, m.lease_until = "IN_PROGRESS", m.epoch + 1, m.attempt + 1, worker, now + TTL
@@ -164,10 +166,11 @@ class QueueMachine(RuleBasedStateMachine):
             m = self.by_id(lease.task)
             assert (lease.epoch, lease.attempt, lease.key) == (m.epoch, m.attempt, m.key)
 
-    @rule(key=st.sampled_from(KEYS), call=st.sampled_from(["heartbeat", "complete", "fail", "block", "release"]),
+    @rule(key=st.sampled_from(KEYS),
+          call=st.sampled_from(["heartbeat", "complete", "complete_and_lease", "fail", "block", "release"]),
           offset=st.sampled_from([0, 0, 0, 1, 2, -1]), worker=st.sampled_from(WORKERS),
-          error=st.sampled_from([e.value for e in ErrorClass]))
-    def worker_call(self, key: str, call: str, offset: int, worker: str, error: str) -> None:
+          error=st.sampled_from([e.value for e in ErrorClass]), more=st.integers(0, 2))
+    def worker_call(self, key: str, call: str, offset: int, worker: str, error: str, more: int) -> None:
         m = self.tasks.get(key)
         if m is None:  # a task id nobody enqueued: refused, nothing written
             before = self.dump()
@@ -183,13 +186,21 @@ class QueueMachine(RuleBasedStateMachine):
             assert q.heartbeat(m.id, epoch, worker) is holds
             if holds:
                 m.lease_until = now + TTL
-        elif call == "complete":
-            result = q.complete(m.id, epoch, worker, {"by": worker})
+        elif call in ("complete", "complete_and_lease"):
+            if call == "complete":
+                result, leases = q.complete(m.id, epoch, worker, {"by": worker}), None
+            else:  # one transaction: the completion, then up to `more` new leases for the worker
+                result, leases = q.complete_and_lease(m.id, epoch, worker, {"by": worker}, limit=more)
             assert result == ("completed" if holds else "stale_rejected")
             if holds:
                 m.state, m.error = "DONE", None
                 self.close_lease(m)
                 self.expected.append(("completed", m.id))
+            else:
+                self.expect_stale(m, "complete", epoch, worker, back=len(leases or ()))
+            if leases is not None:
+                self.check_leases(worker, more, leases)
+            return
         elif call == "fail":
             result = q.fail(m.id, epoch, worker, error, "detail")
             if holds:
