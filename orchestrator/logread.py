@@ -14,7 +14,7 @@ import orjson
 
 from .errors import LogError
 
-CHUNK = 8 << 20  # bytes read per call when a limit is asked for
+CHUNK = 1 << 20  # bytes read per call offline: bounds the parsed lines held at once
 
 
 class LogTail:
