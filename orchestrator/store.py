@@ -105,7 +105,9 @@ class Writer:
         # wakes as soon as the lock is free instead of sleeping in SQLite's busy handler. A writer
         # that does not take it (another tool, the chaos agent's lock hog) still meets the busy
         # timeout and the retries below. The kernel drops the lock of a killed process.
-        self._queue_fd = os.open(queue_file, os.O_RDWR | os.O_CREAT, 0o644) if queue_file else None
+        # The lock file is opened at the first write, so readers (`ops status`) create nothing.
+        self._queue_file = queue_file
+        self._queue_fd: int | None = None
         busy_wall = max(clock.to_wall(config.busy_timeout), config.busy_wall_floor)
         conn.execute(f"PRAGMA busy_timeout={max(int(busy_wall * 1000), 1)}")
         bound_wall = max(clock.to_wall(config.lock_bound), config.lock_bound_wall_floor)
@@ -138,7 +140,7 @@ class Writer:
             self._queue_fd = None
 
     def _once(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._queue_fd is None:
+        if self._queue_file is None:
             return self._transaction(fn)
         self._take_turn()
         try:
@@ -149,6 +151,11 @@ class Writer:
     def _take_turn(self) -> None:
         """Wait for the writers' kernel lock, polling with short sleeps up to the lock bound (a
         blocking flock could wait forever behind a writer held by SIGSTOP)."""
+        if self._queue_fd is None:
+            try:
+                self._queue_fd = os.open(self._queue_file, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise StoreError(f"cannot open the writers' lock file {self._queue_file}: {exc.strerror}") from None
         pause, deadline = 0.00005, time.monotonic() + self._bound_wall
         while True:
             try:
