@@ -122,6 +122,35 @@ def test_status_reads_and_never_writes(seeded, db_path, dump):
     assert dump(db_path) == before
 
 
+def sidecars(db_path: Path) -> set[str]:
+    """Files beside the database other than SQLite's own -wal/-shm."""
+    return {p.name for p in db_path.parent.iterdir() if not p.name.endswith(("-wal", "-shm"))}
+
+
+def test_reads_create_no_file(seeded, db_path):
+    for extra in db_path.parent.iterdir():
+        if extra != db_path and not extra.name.endswith(("-wal", "-shm")):
+            extra.unlink()  # e.g. the writers' lock file left by the seeding writes
+    assert sidecars(db_path) == {"queue.db"}
+    for argv in (["ops", "status"], ["ops", "status", "--json"], ["ops", "status", "--id", "ORCH-1"],
+                 ["ops", "retry", "--state", "FAILED", "--dry-run"]):
+        assert invoke(at(seeded, argv)).exit_code == 0, argv
+    assert sidecars(db_path) == {"queue.db"}
+
+
+def test_an_unusable_writers_lock_file_is_a_one_line_error(seeded, db_path, dump):
+    writers = db_path.with_name(db_path.name + "-writers")  # the kernel lock writers queue on
+    if writers.exists():
+        writers.unlink()
+    writers.mkdir()
+    before = dump(db_path)
+    assert invoke(at(seeded, ["ops", "status"])).exit_code == 0  # reading needs no lock
+    r = invoke(at(seeded, ["ops", "cancel", "--id", "ORCH-1"]))
+    assert (r.exit_code, r.stdout, r.stderr) == (
+        1, "", f"Error: cannot open the writers' lock file {writers}: Is a directory\n")
+    assert dump(db_path) == before
+
+
 def test_bulk_retry_previews_then_retries_exactly_those(home, db_path, dump):
     with Queue(db_path) as queue:
         queue.enqueue_many([("t1", {}), ("t2", {}), ("t3", {}), ("t4", {})], max_attempts=1)
