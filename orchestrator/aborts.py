@@ -201,23 +201,30 @@ class RuleChecks:
         self._stall_memo = (memo, since)
         return since
 
-    def _judge_stall(self, now_t: float) -> None:
+    def _judge_stall(self, now_t: float, arrivals_due: float | None = None) -> None:
         if TRANSITION_STALL in self.tripped:
             return
         since = self._waiting_since()
+        if arrivals_due is not None:  # arrivals due but not enqueued (the database refused them)
+            due = max(arrivals_due, self._last_trans_t)
+            since = due if since is None else min(since, due)
         if since is None or now_t - since < self.stall:
             return
         waiting = [(task, rec.state) for task, rec in self.open.items() if rec.state in ("PENDING", "IN_PROGRESS")]
         self._trip(make(TRANSITION_STALL, since + self.stall, {
             "last_transition_t": self._last_trans_t, "waiting_since": since, "stall": self.stall,
             "judged_at": now_t, "pending": sum(1 for _, s in waiting if s == "PENDING"),
-            "in_progress": sum(1 for _, s in waiting if s == "IN_PROGRESS")},
+            "in_progress": sum(1 for _, s in waiting if s == "IN_PROGRESS"),
+            "arrivals_due_since": arrivals_due},
             [task for task, _ in waiting[:20]]))
 
-    def check(self, now_t: float, db_last_seq: int | None = None) -> list[Abort]:
+    def check(self, now_t: float, db_last_seq: int | None = None,
+              arrivals_due: float | None = None) -> list[Abort]:
         """Evaluate the rules at soak time `now_t` (seconds since the run start); return the
         aborts tripped since the last call (each rule trips once). `db_last_seq` is the
-        database's newest seq: when the log is behind it, the log cannot speak for the queue."""
+        database's newest seq: when the log is behind it, the log cannot speak for the queue.
+        `arrivals_due` (live runs) is the soak time since which arrivals are due but not yet
+        enqueued: work that waits although the log cannot show it (a locked database)."""
         log_seq = self.last_seq if self.last_seq is not None else (self.first_seq or 1) - 1
         behind = db_last_seq is not None and db_last_seq > log_seq
         if self.last_seq != self._checked_seq:
@@ -228,7 +235,7 @@ class RuleChecks:
                 if now_t >= self._next_b:
                     self._cross(now_t)
                 if now_t - self._last_trans_t >= self.stall:
-                    self._judge_stall(now_t)
+                    self._judge_stall(now_t, arrivals_due)
             elif now_t - self._advanced_at >= self.log_gap:
                 self._trip(make(LOG_MISSING, now_t, {
                     "reason": f"the log has not advanced for {now_t - self._advanced_at:.0f} soak s "

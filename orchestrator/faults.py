@@ -1,7 +1,7 @@
 """Real faults: the chaos agent (a separate process that holds the write lock and enqueues
 duplicates on request) and the signals the supervisor sends to workers.
 
-The agent listens on a Unix socket in the run's folder. One line in, one line out:
+The agent listens on a Unix socket (abstract namespace, named after the run's folder). One line in, one line out:
   `hold <soak seconds> <task>`  -> takes the write lock (BEGIN IMMEDIATE), records `fault_injected`
                                    (kind db_lock) inside it, answers `held`, keeps the lock for the
                                    hold time, then commits.
@@ -10,6 +10,7 @@ The agent listens on a Unix socket in the run's folder. One line in, one line ou
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -32,9 +33,8 @@ class Agent:
         self.stop = threading.Event()
 
     def serve(self) -> int:
-        self.sock_path.unlink(missing_ok=True)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server.bind(str(self.sock_path))
+        server.bind(address(self.sock_path))
         server.listen(16)
         server.settimeout(0.2)
         try:
@@ -52,7 +52,6 @@ class Agent:
                     self._handle(conn)
         finally:
             server.close()
-            self.sock_path.unlink(missing_ok=True)
         return 0
 
     def _handle(self, conn: socket.socket) -> None:
@@ -95,12 +94,19 @@ def _send(conn: socket.socket, text: str) -> None:
         pass  # the asker gave up waiting; the fault still happened and is recorded
 
 
+def address(sock_path: Path) -> str:
+    """The agent's socket in Linux's abstract namespace, named after its path under the home: no
+    file to clean up, and no 108-byte limit on a deep home's path."""
+    digest = hashlib.sha1(str(Path(sock_path).resolve()).encode()).hexdigest()[:20]
+    return f"\0orch-agent-{digest}"
+
+
 def ask(sock_path: Path, line: str, timeout: float) -> str | None:
     """Send one request to the agent; None when no agent answers in time."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
-            s.connect(str(sock_path))
+            s.connect(address(sock_path))
             s.sendall(line.encode() + b"\n")
             return s.makefile("rb").readline().decode().strip() or None
     except OSError:

@@ -289,32 +289,41 @@ class Queue:
     def effect_of(self, key: str) -> sqlite3.Row | None:
         return self.conn.execute(q("effect_by_key"), (key,)).fetchone()
 
-    def complete(self, task: int, epoch: int, worker: str | None = None, result: Any = None) -> str:
+    def complete(self, task: int, epoch: int, worker: str | None = None, result: Any = None,
+                 spend: float | None = None) -> str:
         """Commit the effect and DONE together. Returns `completed`, `idempotency_skip` (an effect
         for the key already existed: no second one) or `stale_rejected`."""
-        return self.complete_and_lease(task, epoch, worker, result, limit=0)[0]
+        return self.complete_and_lease(task, epoch, worker, result, limit=0, spend=spend)[0]
 
     def complete_and_lease(self, task: int, epoch: int, worker: str | None, result: Any = None,
-                           limit: int = 1, ttl: float | None = None) -> tuple[str, list[Lease]]:
+                           limit: int = 1, ttl: float | None = None,
+                           spend: float | None = None) -> tuple[str, list[Lease]]:
         """`complete`, then lease up to `limit` more tasks for the same worker, in one transaction
-        (half the write transactions per task of a busy worker)."""
+        (half the write transactions per task of a busy worker). `spend` is what the handler
+        reports it spent: past the task's budget, that is a guardrail exceed that was not blocked,
+        and it is recorded as such."""
         body = orjson.dumps(result).decode() if result is not None else None
 
         def tx(conn: sqlite3.Connection) -> tuple[str, list[Lease]]:
             now = self.clock.now()
-            outcome = self._complete(conn, now, task, epoch, worker, body)
+            outcome = self._complete(conn, now, task, epoch, worker, body, spend)
             return outcome, (self._lease(conn, now, worker, limit, ttl) if limit and worker else [])
 
         return self.write(tx)
 
     def _complete(self, conn: sqlite3.Connection, now: float, task: int, epoch: int, worker: str | None,
-                  body: str | None) -> str:
+                  body: str | None, spend: float | None = None) -> str:
         # The guard is the UPDATE's WHERE: it applies only while (IN_PROGRESS, epoch) holds.
         row = conn.execute(q("finish_returning"), {"state": "DONE", "now": now, "error": None, "detail": None,
                                                    "id": task, "epoch": epoch}).fetchone()
         if row is None:
             self._fenced(conn, now, "complete", task, epoch, worker)
             return "stale_rejected"
+        if spend is not None and row["budget"] is not None and spend > row["budget"]:
+            self._event(conn, "guardrail_exceeded", now, task=task, key=row["key"], state="IN_PROGRESS",
+                        prev="IN_PROGRESS", attempt=row["attempt"], epoch=epoch, worker=worker,
+                        error=ErrorClass.GUARDRAIL.value,
+                        data={"spend": spend, "budget": row["budget"], "blocked": False})
         inserted = conn.execute(
             q("insert_effect"),
             {"key": row["key"], "task": task, "epoch": epoch, "worker": worker, "t": now, "result": body},

@@ -136,7 +136,7 @@ SELECT * FROM effects WHERE key = ?;
 UPDATE tasks
 SET state = :state, worker = NULL, lease_until = NULL, updated_at = :now, error = :error, detail = :detail
 WHERE id = :id AND state = 'IN_PROGRESS' AND epoch = :epoch
-RETURNING key, attempt;
+RETURNING key, attempt, budget;
 
 -- name: finish
 UPDATE tasks

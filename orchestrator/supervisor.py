@@ -21,7 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import arrivals
 from .arrivals import Plan
-from .errors import IllegalTransition, LogError, OrchestratorError
+from .errors import DbLockError, IllegalTransition, LogError
 from .faults import ask
 from .home import Home
 from .pool import Pool, PoolConfig
@@ -85,7 +85,9 @@ class Supervisor:
         self.dup_cursor = run.next_dup
         self.stopping = threading.Event()
         self.stop_reason = ""
+        self.lock_failures = 0
         self.aborts: list = []
+        self.unrecorded: list = []
         self.agg_lock = threading.Lock()
         self.tail = LogTail(Path(run.log_path))
         self.agg: Aggregator | None = None
@@ -210,27 +212,49 @@ class Supervisor:
             self._abort([log_abort(str(exc), now_t)])
             return
         with self.agg_lock:
-            for event in events:
-                if self.agg is None:
-                    self.agg = Aggregator(event)
-                else:
-                    self.agg.feed(event)
+            try:
+                self._feed(events)
+            except LogError as exc:  # a line that breaks the contract: the log cannot be trusted
+                self._abort([log_abort(str(exc), now_t)])
+                return
             if self.agg is None:
                 return
-            found = self.agg.check(now_t, self._queue().last_seq())
+            cursor = self.cursor
+            due = float(self.plan.times[cursor]) if cursor < len(self.plan) else None
+            found = self.agg.check(now_t, self._queue().last_seq(),
+                                   arrivals_due=due if due is not None and due <= now_t else None)
         if found:
             self._abort(found)
 
     def _abort(self, found: list) -> None:
-        queue = self._queue()
-        for abort in found:
-            queue.record("abort", data={"rule": abort.rule, "name": abort.name, "figures": abort.figures,
-                                        "evidence": list(abort.evidence)})
         self.aborts.extend(found)
+        self.unrecorded.extend(found)
         self.stop_reason = "abort"
         self.stopping.set()
+        self._record_aborts()
+
+    def _record_aborts(self) -> None:
+        """Write the `abort` events not written yet (a locked database may defer them to the
+        wind-down, where this is called again)."""
+        queue = self._queue()
+        while self.unrecorded:
+            abort = self.unrecorded[0]
+            queue.record("abort", data={"rule": abort.rule, "name": abort.name, "figures": abort.figures,
+                                        "evidence": list(abort.evidence), "tripped_t": abort.t})
+            self.unrecorded.pop(0)
 
     # --- the run ------------------------------------------------------------------------
+    def _guarded(self, job):
+        """A job that meets a database locked past the bound skips this tick (counted); the next
+        tick does its work. Anything else is a bug and propagates (APScheduler logs it)."""
+        def run() -> None:
+            try:
+                job()
+            except DbLockError:
+                self.lock_failures += 1
+        run.__name__ = job.__name__
+        return run
+
     def scheduler(self) -> BackgroundScheduler:
         # A tick that finds the previous one still running is skipped on purpose (the next tick
         # enqueues everything due): not worth a warning line each time.
@@ -240,14 +264,14 @@ class Supervisor:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         every = self._every
-        sched.add_job(self.job_arrivals, "interval", seconds=every(1.0, 0.002), id="arrivals")
-        sched.add_job(self.job_reap, "interval", seconds=every(self.ttl / 4, 0.005), id="reaper")
-        sched.add_job(self.job_oncall, "interval", seconds=every(60.0, 0.01), id="oncall")
-        sched.add_job(self.job_checkpoint, "interval", seconds=every(self.profile.checkpoint_every, 0.05),
+        sched.add_job(self._guarded(self.job_arrivals), "interval", seconds=every(1.0, 0.002), id="arrivals")
+        sched.add_job(self._guarded(self.job_reap), "interval", seconds=every(self.ttl / 4, 0.005), id="reaper")
+        sched.add_job(self._guarded(self.job_oncall), "interval", seconds=every(60.0, 0.01), id="oncall")
+        sched.add_job(self._guarded(self.job_checkpoint), "interval", seconds=every(self.profile.checkpoint_every, 0.05),
                       id="checkpoint")
-        sched.add_job(self.job_chaos, "interval", seconds=every(1.0, 0.005), id="chaos")
-        sched.add_job(self.job_watch, "interval", seconds=0.05, id="watch")
-        sched.add_job(self.job_evaluate, "interval", seconds=every(60.0, 0.02), id="evaluate", executor="eval")
+        sched.add_job(self._guarded(self.job_chaos), "interval", seconds=every(1.0, 0.005), id="chaos")
+        sched.add_job(self._guarded(self.job_watch), "interval", seconds=0.05, id="watch")
+        sched.add_job(self._guarded(self.job_evaluate), "interval", seconds=every(60.0, 0.02), id="evaluate", executor="eval")
         return sched
 
     def drained(self) -> bool:
@@ -295,6 +319,7 @@ class Supervisor:
     def wind_down(self) -> Outcome:
         queue = self._queue()
         self.pool.stop(("shipper",))
+        self._record_aborts()
         reason = self.stop_reason
         if reason not in ("finished", "abort", "drain limit"):
             queue.record("run_stopped", data={"reason": reason or "stopped"})
@@ -322,8 +347,11 @@ class Supervisor:
                 pass
         events = self.tail.read()
         with self.agg_lock:
-            for event in events:
-                if self.agg is None:
-                    self.agg = Aggregator(event)
-                else:
-                    self.agg.feed(event)
+            self._feed(events)
+
+    def _feed(self, events: list[dict]) -> None:
+        for event in events:
+            if self.agg is None:
+                self.agg = Aggregator(event)
+            else:
+                self.agg.feed(event)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from collections.abc import Callable
@@ -81,6 +82,7 @@ class Worker:
         self.finished = threading.Event()
         self.heartbeats = Heartbeats(heartbeat_queue or queue, config.name, self.finished)
         self.done = 0
+        self.lock_failures = 0
 
     def install_signals(self) -> None:
         def on_signal(signum, _frame):
@@ -102,8 +104,11 @@ class Worker:
             while not self.stopping.is_set():
                 now = clock.now()
                 if cfg.reap_every is not None and now - last_reap >= cfg.reap_every:
-                    queue.reap()
                     last_reap = now
+                    try:
+                        queue.reap()
+                    except DbLockError:
+                        self.lock_failures += 1
                 if not leases:
                     leases = self._lease() if queue.has_due() else []
                 if not leases:
@@ -114,7 +119,13 @@ class Worker:
                     continue
                 lease = leases.pop(0)
                 more = not leases and (cfg.max_tasks is None or self.done + 1 < cfg.max_tasks)
-                leases.extend(self._run_one(lease, cfg.batch if more else 0))
+                try:
+                    leases.extend(self._run_one(lease, cfg.batch if more else 0))
+                except DbLockError as exc:
+                    # The report could not get the write lock within the bound: the lease will
+                    # expire and the reaper returns the task; the worker itself goes on.
+                    self.lock_failures += 1
+                    print(f"{cfg.name}: {lease.name}: report not written: {exc}", file=sys.stderr, flush=True)
                 idle_since = clock.now()
                 if cfg.max_tasks is not None and self.done >= cfg.max_tasks:
                     reason = "max_tasks"
@@ -172,7 +183,8 @@ class Worker:
             self.heartbeats.watch(None)
         if self.stopping.is_set():
             more = 0
-        return queue.complete_and_lease(lease.task, lease.epoch, name, result, limit=more)[1]
+        return queue.complete_and_lease(lease.task, lease.epoch, name, result, limit=more,
+                                        spend=ctx.spent if ctx.budget is not None else None)[1]
 
 
 def run_worker(home_db, clock: Clock, queue_config: QueueConfig, config: WorkerConfig) -> int:

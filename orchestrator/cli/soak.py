@@ -153,3 +153,8 @@ def agent(run_id, sock, home):
     if not run_id.strip():
         raise UsageError("--run must not be empty")
     sys.exit(run_agent(Home.resolve(home).db, Path(sock)))
+
+
+from .report_cmd import report  # noqa: E402
+
+soak.add_command(report)
