@@ -37,7 +37,8 @@ class WorkerConfig:
 
 
 class Heartbeats(threading.Thread):
-    """Extends the lease of the running task every ttl/3; flags it lost when refused."""
+    """Extends every lease the worker holds (the running task and any leased in a batch) once
+    it is ttl/3 old; a refused heartbeat sets that lease's `lost` event."""
 
     def __init__(self, queue: Queue, worker: str, stop: threading.Event):
         super().__init__(name="heartbeats", daemon=True)
@@ -45,31 +46,33 @@ class Heartbeats(threading.Thread):
         self.worker = worker
         self.stop = stop
         self.lock = threading.Lock()
-        self.current: tuple[Lease, TaskContext, float] | None = None
+        self.held: dict[int, tuple[Lease, threading.Event, float]] = {}
         self.period = max(queue.clock.to_wall(queue.config.lease_ttl / 3), 0.001)
 
-    def watch(self, lease: Lease | None, ctx: TaskContext | None = None) -> None:
+    def hold(self, lease: Lease, lost: threading.Event) -> None:
+        """Start beating for `lease` (leased just now)."""
         with self.lock:
-            self.current = None if lease is None else (lease, ctx, self.queue.clock.now())
+            self.held[lease.task] = (lease, lost, self.queue.clock.now())
+
+    def drop(self, lease: Lease) -> None:
+        with self.lock:
+            self.held.pop(lease.task, None)
 
     def run(self) -> None:
+        third = self.queue.config.lease_ttl / 3
         while not self.stop.wait(self.period):
             with self.lock:
-                current = self.current
-            if current is None:
-                continue
-            lease, ctx, since = current
-            if self.queue.clock.now() - since < self.queue.config.lease_ttl / 3:
-                continue
-            try:
-                alive = self.queue.heartbeat(lease.task, lease.epoch, self.worker)
-            except OrchestratorError:
-                continue  # a locked database: try again next period; the lease may expire
-            with self.lock:
-                if self.current is current:
-                    self.current = (lease, ctx, self.queue.clock.now())
-            if not alive:
-                ctx.lost.set()
+                due = [v for v in self.held.values() if self.queue.clock.now() - v[2] >= third]
+            for lease, lost, _ in due:
+                try:
+                    alive = self.queue.heartbeat(lease.task, lease.epoch, self.worker)
+                except OrchestratorError:
+                    continue  # a locked database: try again next period; the lease may expire
+                with self.lock:
+                    if lease.task in self.held:
+                        self.held[lease.task] = (lease, lost, self.queue.clock.now())
+                if not alive:
+                    lost.set()
 
 
 class Worker:
@@ -83,6 +86,7 @@ class Worker:
         self.heartbeats = Heartbeats(heartbeat_queue or queue, config.name, self.finished)
         self.done = 0
         self.lock_failures = 0
+        self.lost: dict[int, threading.Event] = {}  # per held lease: set when it was revoked
 
     def install_signals(self) -> None:
         def on_signal(signum, _frame):
@@ -91,9 +95,27 @@ class Worker:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
+    def _record(self, event: str, **data: Any) -> None:
+        """A worker's own event; a database locked past the bound does not stop the worker."""
+        try:
+            self.queue.record(event, worker=self.config.name, data={"pid": os.getpid(), **data})
+        except DbLockError:
+            self.lock_failures += 1
+
+    def _held(self, leases: list[Lease]) -> list[Lease]:
+        """Start heartbeats for leases just taken (batched ones wait their turn under them)."""
+        for lease in leases:
+            self.lost[lease.task] = lost = threading.Event()
+            self.heartbeats.hold(lease, lost)
+        return leases
+
+    def _let_go(self, lease: Lease) -> None:
+        self.heartbeats.drop(lease)
+        self.lost.pop(lease.task, None)
+
     def run(self) -> int:
         cfg, queue, clock = self.config, self.queue, self.queue.clock
-        queue.record("worker_started", worker=cfg.name, data={"pid": os.getpid(), "handler": cfg.handler})
+        self._record("worker_started", handler=cfg.handler)
         self.heartbeats.start()
         idle_since = clock.now()
         last_reap = float("-inf")
@@ -131,23 +153,26 @@ class Worker:
                     reason = "max_tasks"
                     break
             for rest in leases:
-                queue.release(rest.task, rest.epoch, cfg.name)
+                self._let_go(rest)
+                try:
+                    queue.release(rest.task, rest.epoch, cfg.name)
+                except DbLockError:
+                    self.lock_failures += 1  # not released: its lease expires and the reaper returns it
         finally:
             self.finished.set()
-            queue.record("worker_exited", worker=cfg.name, data={"pid": os.getpid(), "reason": reason,
-                                                                 "tasks": self.done})
+            self._record("worker_exited", reason=reason, tasks=self.done)
         return 0
 
     def _lease(self) -> list[Lease]:
         try:
-            return self.queue.lease(self.config.name, self.config.batch)
+            return self._held(self.queue.lease(self.config.name, self.config.batch))
         except DbLockError:
             return []
 
     def _context(self, lease: Lease) -> TaskContext:
         return TaskContext(
             task=lease.name, key=lease.key, payload=payload_of(lease.payload), attempt=lease.attempt,
-            epoch=lease.epoch, budget=lease.budget, clock=self.queue.clock,
+            epoch=lease.epoch, budget=lease.budget, clock=self.queue.clock, lost=self.lost[lease.task],
             probe_write=self._probe_write,
             request_lock=None if self.config.lock_socket is None else
             lock_requester(Path(self.config.lock_socket), self.queue.clock, lease.name),
@@ -160,12 +185,19 @@ class Worker:
     def _run_one(self, lease: Lease, more: int) -> list[Lease]:
         """Run one leased task and report it; a success also leases up to `more` next tasks in
         the same transaction. Returns those leases."""
+        try:
+            return self._held(self._run_and_report(lease, more))
+        finally:
+            self._let_go(lease)
+
+    def _run_and_report(self, lease: Lease, more: int) -> list[Lease]:
         queue, name = self.queue, self.config.name
         self.done += 1
+        if self.lost[lease.task].is_set():
+            return []  # revoked while it waited in a batch (its refused heartbeat is recorded)
         if lease.has_effect:  # second line of defence: the effect exists, do not run the handler
             return queue.complete_and_lease(lease.task, lease.epoch, name, limit=more)[1]
         ctx = self._context(lease)
-        self.heartbeats.watch(lease, ctx)
         try:
             result = self.handler(ctx)
         except LeaseLost:
@@ -179,8 +211,6 @@ class Worker:
         except Exception as exc:  # every handler failure is classified and reported, never lost
             queue.fail(lease.task, lease.epoch, name, classify(exc), describe(exc), getattr(exc, "injected", None))
             return []
-        finally:
-            self.heartbeats.watch(None)
         if self.stopping.is_set():
             more = 0
         return queue.complete_and_lease(lease.task, lease.epoch, name, result, limit=more,

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 
 import click
 
+from .. import profiles
 from ..errors import UsageError
 from ..handlers import load_handler
 from ..home import Home
 from ..model import QueueConfig
 from ..queue import Queue, parse_payload
+from ..runs import RunStore
 from ..worker import WorkerConfig, run_worker
 from .common import (Group, actor_option, home_option, json_option, open_queue, print_json, require_notes,
                      resolve_actor, task_id_arg)
@@ -71,9 +74,11 @@ def worker(handler, name, batch, ttl, poll, cap, reap, idle_exit, max_tasks, syn
     load_handler(handler)  # refuse a bad handler before touching the database
     home_ = Home.resolve(home).ensure()
     config = QueueConfig(lease_ttl=ttl, inflight_cap=cap, synchronous=synchronous)
-    probe = Queue(home_.db, config=config)  # the run's clock, if a run is in progress
-    clock = probe.clock
-    probe.close()
+    with Queue(home_.db, config=config) as probe:  # the run's clock and retry policy, if a run is on
+        clock = probe.clock
+        run = RunStore(probe).active()
+    if run is not None:
+        config = dataclasses.replace(config, retry=profiles.from_dict(run.profile).retry.policy())
     wcfg = WorkerConfig(
         name=name or f"{socket.gethostname()}-{os.getpid()}", handler=handler, batch=batch, poll=poll,
         reap_every=ttl / 2 if reap else None, idle_exit=idle_exit, max_tasks=max_tasks, lock_socket=lock_socket,
@@ -104,3 +109,7 @@ def fail(task, notes, actor, home, as_json):
 from .soak import soak  # noqa: E402
 
 orch.add_command(soak)
+
+from .drill import drill  # noqa: E402
+
+orch.add_command(drill)
