@@ -1,0 +1,2 @@
+"""Failure drills: short seeded scenarios that cause one failure for real and end in PASS/FAIL
+with evidence (`orch drill list|run|all`, docs/drills.md)."""

@@ -1,0 +1,1 @@
+"""(drills added below)"""
