@@ -264,12 +264,12 @@ class Supervisor:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         every = self._every
-        sched.add_job(self._guarded(self.job_arrivals), "interval", seconds=every(1.0, 0.002), id="arrivals")
+        sched.add_job(self._guarded(self.job_arrivals), "interval", seconds=every(1.0, 0.004), id="arrivals")
         sched.add_job(self._guarded(self.job_reap), "interval", seconds=every(self.ttl / 4, 0.005), id="reaper")
         sched.add_job(self._guarded(self.job_oncall), "interval", seconds=every(60.0, 0.01), id="oncall")
         sched.add_job(self._guarded(self.job_checkpoint), "interval", seconds=every(self.profile.checkpoint_every, 0.05),
                       id="checkpoint")
-        sched.add_job(self._guarded(self.job_chaos), "interval", seconds=every(1.0, 0.005), id="chaos")
+        sched.add_job(self._guarded(self.job_chaos), "interval", seconds=every(5.0, 0.02), id="chaos")
         sched.add_job(self._guarded(self.job_watch), "interval", seconds=0.05, id="watch")
         sched.add_job(self._guarded(self.job_evaluate), "interval", seconds=every(60.0, 0.02), id="evaluate", executor="eval")
         return sched

@@ -239,3 +239,46 @@ def test_supervisor_kill_9_then_resume_loses_and_doubles_no_arrival(tmp_path, or
     assert all(e.get("duplicate") for e in dup_events)
     summary = (home / "reports" / "soak" / "soak_summary.md").read_text()
     assert "resum" in summary.lower()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "orch soak stop"])
+def test_a_stopped_run_ends_cleanly_and_still_writes_its_summary(tmp_path, orch_cmd, clean_env, children, wait_for,
+                                                                 how):
+    home = tmp_path / "home"
+    profile = acceptance_profile(tmp_path, duration=24 * 3600.0)
+    sup = children.start(orch_cmd("soak", "start", "--profile", str(profile), "--speed", "360", "--seed", "2",
+                                  "--home", str(home)),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(), text=True)
+    db_path = home / "db" / "queue.db"
+
+    def done_tasks() -> int:
+        try:
+            with sqlite3.connect(db_path) as db:
+                return db.execute("SELECT count(*) FROM tasks WHERE state = 'DONE'").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    wait_for(lambda: db_path.exists() and done_tasks() > 20, timeout=60, what="work flowing")
+    if how == "SIGTERM":
+        sup.send_signal(signal.SIGTERM)
+    else:
+        out = CliRunner().invoke(orch, ["soak", "stop", "--home", str(home)])
+        assert out.exit_code == 0 and "stopped run" in out.output, out.output
+    out, err = sup.communicate(timeout=120)
+    assert sup.returncode == 1, out + err  # STOPPED is not a pass
+    assert "STOPPED" in out and "Traceback" not in err
+    header, events = read_log(home, "accept")
+    names = [e["event"] for e in events]
+    assert "run_stopped" in names and events[-1]["event"] == "run_finished"
+    assert events[-1]["verdict"] == "STOPPED"
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(header["first_seq"], header["first_seq"] + len(seqs)))  # flushed, gap-free
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT count(*) FROM tasks WHERE state = 'IN_PROGRESS'").fetchone()[0] == 0
+        assert db.execute("SELECT status FROM runs").fetchone()[0] == "stopped"
+    # arrivals stopped: nothing was enqueued after the stop
+    stop_seq = next(e["seq"] for e in events if e["event"] == "run_stopped")
+    assert not [e for e in events if e["event"] == "enqueued" and e["seq"] > stop_seq]
+    assert "STOPPED" in (home / "reports" / "soak" / "soak_summary.md").read_text()
+    status = CliRunner().invoke(orch, ["soak", "status", "--home", str(home), "--json"])
+    assert orjson.loads(status.output)["status"] == "stopped"
