@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from . import charts
 from .aborts import RULE_TITLES
 from .errors import StoreError
+from .htmlreport import render_html
 from .incident import write_incident
 from .reporttext import both, measured_text, num, pct, secs, soak_clock, table, target_text
 
@@ -33,25 +34,34 @@ VERDICT_TEXT = {
 
 def write_summary(agg: Aggregator, out_dir: Path, *, log_path: Path | None = None,
                   incidents: list[Path] | tuple[Path, ...] = ()) -> Path:
-    """Write the run's summary and its charts; return the run-specific summary's path."""
+    """Write the run's summary, its charts and `soak_report.html` (from one `figures()` dict); return
+    the run-specific summary's path."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         figures = agg.figures()
         prefix = f"soak_{_safe(agg.run_id)}"
         drawn = charts.draw_all(figures, out_dir, prefix)
-        text = render_summary(figures, log_path=log_path, incidents=[Path(p) for p in incidents if p],
+        kept = [Path(p) for p in incidents if p]
+        text = render_summary(figures, log_path=log_path, incidents=kept,
                               charts={name: path.name for name, path in drawn.items()})
         path = out_dir / f"soak_summary_{_safe(agg.run_id)}.md"
-        tmp = out_dir / f".{path.name}.{os.getpid()}"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-        latest_tmp = out_dir / f".soak_summary.md.{os.getpid()}"
-        shutil.copyfile(path, latest_tmp)
-        os.replace(latest_tmp, out_dir / "soak_summary.md")
+        _publish(text, path, out_dir / "soak_summary.md")
+        page = render_html(figures, incidents=kept, log_path=log_path)  # the same figures: same numbers
+        _publish(page, out_dir / f"soak_report_{_safe(agg.run_id)}.html", out_dir / "soak_report.html")
     except OSError as exc:
         raise StoreError(f"cannot write the summary in {out_dir}: {exc.strerror or exc}") from None
     return path
+
+
+def _publish(text: str, path: Path, latest: Path) -> None:
+    """Write `path` atomically and copy it to `latest` atomically."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    latest_tmp = path.parent / f".{latest.name}.{os.getpid()}"
+    shutil.copyfile(path, latest_tmp)
+    os.replace(latest_tmp, latest)
 
 
 def _safe(run_id: str) -> str:
