@@ -29,6 +29,11 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at, id) WHERE state = 'PENDING';
 CREATE INDEX IF NOT EXISTS tasks_lease ON tasks (lease_until) WHERE state = 'IN_PROGRESS';
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state, error);
+-- The on-call tasks view (orchestrator/taskquery.py): keyset pages newest first by state, by error
+-- class, and the id bounds of an enqueue-time range.
+CREATE INDEX IF NOT EXISTS tasks_state_id ON tasks (state, id);
+CREATE INDEX IF NOT EXISTS tasks_error ON tasks (error, id) WHERE error IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_enqueued ON tasks (enqueued_at);
 CREATE TABLE IF NOT EXISTS effects (
     key TEXT PRIMARY KEY,
     task INTEGER NOT NULL,
@@ -115,8 +120,12 @@ WHERE id IN (
     SELECT id FROM tasks INDEXED BY tasks_due
     WHERE state = 'PENDING' AND due_at <= :now ORDER BY due_at, id LIMIT :limit
 )
-RETURNING id, key, payload, attempt, max_attempts, epoch, budget, enqueued_at,
-    EXISTS (SELECT 1 FROM effects WHERE effects.key = tasks.key) AS has_effect;
+RETURNING id, key, payload, attempt, max_attempts, epoch, budget, enqueued_at;
+
+-- name: effect_exists
+-- Asked for each leased task in the lease's transaction. Not in the lease's RETURNING: there (SQLite
+-- 3.40) a correlated subquery cannot use the effects index and scans every effect, once per task.
+SELECT EXISTS (SELECT 1 FROM effects WHERE key = ?);
 
 -- name: heartbeat
 UPDATE tasks SET lease_until = :until, heartbeat_at = :now
@@ -245,3 +254,41 @@ WHERE seq >= ? AND event = 'fault_injected' GROUP BY kind ORDER BY kind;
 
 -- name: table_names
 SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name;
+
+-- name: tasks_page
+-- The tasks view, newest first, keyset by id (:before); [:lo, :hi] bounds an enqueue-time range.
+SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at, updated_at FROM tasks
+WHERE id < :before AND id BETWEEN :lo AND :hi ORDER BY id DESC LIMIT :limit;
+
+-- name: tasks_page_state
+SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at, updated_at
+FROM tasks INDEXED BY tasks_state_id
+WHERE state = :state AND id < :before AND id BETWEEN :lo AND :hi ORDER BY id DESC LIMIT :limit;
+
+-- name: tasks_page_state_error
+SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at, updated_at
+FROM tasks INDEXED BY tasks_state
+WHERE state = :state AND error = :error AND id < :before AND id BETWEEN :lo AND :hi
+ORDER BY id DESC LIMIT :limit;
+
+-- name: tasks_page_error
+SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at, updated_at
+FROM tasks INDEXED BY tasks_error
+WHERE error = :error AND id < :before AND id BETWEEN :lo AND :hi ORDER BY id DESC LIMIT :limit;
+
+-- name: task_row_by_key
+SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at, updated_at FROM tasks
+WHERE key = ?;
+
+-- name: task_row_by_id
+SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at, updated_at FROM tasks
+WHERE id = ?;
+
+-- name: first_id_enqueued_since
+SELECT id FROM tasks INDEXED BY tasks_enqueued WHERE enqueued_at >= ? ORDER BY enqueued_at, id LIMIT 1;
+
+-- name: last_id_enqueued_until
+SELECT id FROM tasks INDEXED BY tasks_enqueued WHERE enqueued_at <= ? ORDER BY enqueued_at DESC, id DESC LIMIT 1;
+
+-- name: integrity_check
+PRAGMA integrity_check;
