@@ -96,4 +96,4 @@ def all_drills() -> list[Drill]:
 
 def load_all() -> None:
     """Import the modules that register drills (in the order `orch drill all` runs them)."""
-    from . import workers, outcomes, safety, soakdrills  # noqa: F401
+    from . import workers, outcomes, safety, operator, soakdrills  # noqa: F401

@@ -6,7 +6,7 @@ Each obeys its task's payload, so a drill decides per task what happens:
   `always_timeout`   every call times out (TimeoutError), after `work` soak seconds
   `outcome`          succeeds, or raises the upstream error named by `fail` on every attempt
   `chaos`            raises the upstream-style error named by `kind` (long, multi-line messages)
-  `probing`          writes once with SQLite's busy timeout only, then works (meets a held lock)
+  `probing`          works, then writes once with SQLite's busy timeout only (meets a held lock)
   `journaled`        appends one line per run to the file `journal` (the effect outside the queue)
 """
 
@@ -78,9 +78,9 @@ def chaos(ctx: TaskContext) -> dict:
 
 
 def probing(ctx: TaskContext) -> dict:
+    ctx.sleep(float(_payload(ctx).get("work", 1.0)))
     if ctx.probe_write is not None:
         ctx.probe_write()  # raises DbLockError (class db_lock) while another process holds the lock
-    ctx.sleep(float(_payload(ctx).get("work", 1.0)))
     return {"task": ctx.task}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
 import os
 import signal
 import subprocess
@@ -70,6 +71,7 @@ class Monitor(threading.Thread):
         self.agg: Aggregator | None = None
         self.aborts: list = []
         self.lock = threading.Lock()
+        self.ticking = threading.Lock()
         self.last_reap = float("-inf")
 
     def run(self) -> None:
@@ -77,6 +79,10 @@ class Monitor(threading.Thread):
             self.tick()
 
     def tick(self, final: bool = False) -> None:
+        with self.ticking:  # the drill's thread ships too (`finish_log`): one shipper at a time
+            self._tick(final)
+
+    def _tick(self, final: bool) -> None:
         try:
             now = self.h.clock.now()
             if self.reaping and now - self.last_reap >= REAP_EVERY and not final:
@@ -109,7 +115,7 @@ class Monitor(threading.Thread):
 class Harness:
     def __init__(self, drill: Drill, home: Home, folder: Path, seed: int, run_id: str, own_run: bool = True):
         self.drill = drill
-        self.home = home.ensure()
+        self.home = Home(home.root.absolute()).ensure()
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.seed = seed
@@ -271,6 +277,13 @@ class Harness:
             return True
         except DbLockError:
             return False
+
+    def db_digest(self) -> str:
+        """A digest of every row of the database: equal digests, nothing written."""
+        digest = hashlib.sha256()
+        for line in self.queue.conn.iterdump():
+            digest.update(line.encode())
+        return digest.hexdigest()
 
     def figures(self) -> dict:
         """The SLI aggregator's figures over the drill's log so far (call `finish_log` first)."""

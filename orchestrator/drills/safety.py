@@ -1,1 +1,162 @@
-"""(drills added below)"""
+"""Drills on the guards: idempotency under concurrent enqueues, the guardrail and its replan,
+a storm of write-lock holds by a second process, and commands that must fail closed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import orjson
+
+from ..queue import task_name
+from .base import drill
+
+H = "orchestrator.drills.handlers:"
+OPS = "import sys; from orchestrator.cli.ops import ops; ops(prog_name='ops')"
+
+
+def _cli(h, *args: str, ops: bool = False, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-c", OPS, *args] if ops else h.orch(*args)
+    return subprocess.run(argv + ["--home", str(h.home.root)], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+@drill("idempotency-under-fire", "one key enqueued 3 times in sequence and 10 times at once from separate "
+       "processes while its task runs; then the key with another payload",
+       "one task, one handler effect, one effect row; the rest recorded as duplicate_enqueue; the other "
+       "payload refused (exit 4) with no write")
+def idempotency_under_fire(h) -> None:
+    journal = h.folder / "journal.txt"
+    key = h.key("order-1")
+    body = orjson.dumps({"work": 30.0, "journal": str(journal)}).decode()
+    outs = [_cli(h, "enqueue", "--key", key, "--payload", body, "--json") for _ in range(3)]
+    h.worker("w1", H + "journaled")
+    racers = [subprocess.Popen(h.orch("enqueue", "--key", key, "--payload", body, "--json", "--home",
+                                      str(h.home.root)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(10)]
+    for p in racers:
+        out, err = p.communicate(timeout=60)
+        outs.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    ids = {orjson.loads(o.stdout)["id"] for o in outs if o.returncode == 0}
+    codes = [o.returncode for o in outs]
+    task = int(next(iter(ids)).split("-")[1]) if len(ids) == 1 else None
+    h.check("one task", "13 enqueues of one key (3 in sequence, 10 at once)", "all exit 0 and name one task",
+            f"exit codes {sorted(set(codes))}; tasks {sorted(ids)}", codes == [0] * 13 and task is not None,
+            sorted(ids))
+    if task is None:
+        return
+    h.tasks.append(task)
+    dups = h.events("duplicate_enqueue", task)
+    created = h.events("enqueued", task)
+    h.check("the rest recorded as duplicates", "count the events of the key", "1 enqueued, 12 duplicate_enqueue",
+            f"{len(created)} enqueued, {len(dups)} duplicate_enqueue", len(created) == 1 and len(dups) == 12,
+            [task], [e["seq"] for e in created])
+    h.wait(h.settled, 600)
+    done = h.events("completed", task)
+    lines = journal.read_text().splitlines() if journal.exists() else []
+    effect = h.queue.effect_of(key)
+    h.check("one effect", "the worker ran the task", "one completed, one effect row, one journal line",
+            f"{len(done)} completed, {'one' if effect else 'no'} effect row, {len(lines)} journal lines",
+            len(done) == 1 and effect is not None and len(lines) == 1, [task], [e["seq"] for e in done],
+            note="; ".join(lines[:3]))
+    before = h.db_digest()
+    other = _cli(h, "enqueue", "--key", key, "--payload", '{"work": 1}')
+    after = h.db_digest()
+    h.check("other payload refused", "the same key with another payload",
+            "exit 4, one line `Error: ...another payload...`, database unchanged",
+            f"exit {other.returncode}: {other.stderr.strip()[:120]}; database "
+            f"{'unchanged' if before == after else 'CHANGED'}",
+            other.returncode == 4 and "another payload" in other.stderr and before == after, [task])
+
+
+@drill("guardrail-replan", "a task planned to spend 8 against a budget of 5",
+       "it ends BLOCKED without spending (no completion); `ops replan --budget 10 --notes` runs it again; it "
+       "ends DONE; the replan is in the log with actor and notes")
+def guardrail_replan(h) -> None:
+    task = h.enqueue("costly", {"work": 5.0, "spend": 8.0}, budget=5.0)
+    h.worker("w1", H + "synthetic")
+    h.wait(lambda: h.state(task) not in ("PENDING", "IN_PROGRESS"), 600)
+    exceeded = h.events("guardrail_exceeded", task)
+    blocked = h.events("blocked", task)
+    ok = (h.state(task) == "BLOCKED" and len(blocked) == 1 and exceeded and all(e["blocked"] for e in exceeded)
+          and not h.events("completed", task))
+    h.check("blocked at the guardrail", "spend 8 > budget 5", "BLOCKED; guardrail_exceeded (blocked: true); "
+            "no completion", f"{h.state(task)}; {len(exceeded)} exceeded "
+            f"(blocked: {[e['blocked'] for e in exceeded]}); {len(h.events('completed', task))} completed",
+            bool(ok), [task], [e["seq"] for e in exceeded + blocked + h.events("completed", task)])
+    if h.state(task) != "BLOCKED":
+        return
+    t0 = h.now_t()
+    notes = "drill: budget reviewed, raised to 10"
+    out = _cli(h, "replan", "--id", task_name(task), "--notes", notes, "--budget", "10", "--actor",
+               "drill-oncall", ops=True)
+    h.actions.append({"action": "replan", "task": task_name(task), "actor": "drill-oncall", "notes": notes})
+    h.check("ops replan", "`ops replan --budget 10 --notes ...` (a real process)", "exit 0, BLOCKED -> PENDING",
+            f"exit {out.returncode}: {out.stdout.strip() or out.stderr.strip()}", out.returncode == 0, [task])
+    h.wait(h.settled, 600)
+    done = h.events("completed", task)
+    replanned = h.events("replanned", task)
+    ok = (h.state(task) == "DONE" and len(done) == 1 and len(replanned) == 1
+          and replanned[0]["actor"] == "drill-oncall" and replanned[0]["notes"] == notes
+          and replanned[0].get("budget") == 10.0)
+    h.check("runs again and ends DONE", "after the replan", "DONE once; replanned with actor, notes, budget 10",
+            f"{h.state(task)}; {len(done)} completed; replanned by "
+            f"{[(e['actor'], e.get('budget')) for e in replanned]}", ok, [task],
+            [e["seq"] for e in replanned + done])
+    if done:
+        h.recovery("ops replan -> DONE", done[0]["t"] - h.run.started_soak - t0)
+
+
+@drill("db-lock-storm", "a second process holds the write lock past the busy timeout again and again (6 x 30 "
+       "soak s), then once for 12 soak minutes while work waits",
+       "work backs off as db_lock and nothing is lost; the stall rule (no transition 10 soak minutes) stays "
+       "quiet through the storm and fires during the long hold", speed=240.0, abort={"stall": 600.0})
+def db_lock_storm(h) -> None:
+    h.expected_aborts = {3}
+    tasks = h.enqueue_many([(f"t{i:02d}", {"work": 20.0}) for i in range(48)], max_attempts=5)
+    for i in range(3):
+        h.worker(f"w{i}", H + "probing", ttl=240.0)
+    h.wait(lambda: h.events("completed"), 600)
+    hog = h.spawn([sys.executable, "-m", "orchestrator.drills.lockhog", str(h.home.db),
+                   *(["30", "15"] * 6)], "lockhog-storm")
+    storm_start = h.now_t()
+    hog.wait(60)
+    storm_end = h.now_t()
+    h.check("the storm happened", "6 holds of 30 soak s by a second process", "the hog exits 0 after 6 holds",
+            f"exit {hog.returncode}; {_holds(h, 'lockhog-storm')} holds", hog.returncode == 0
+            and _holds(h, "lockhog-storm") == 6)
+    h.wait(h.settled, 3000)
+    lock_retries = [e for e in h.events("retry_scheduled") if e["error"] == "db_lock"]
+    states = {t: h.state(t) for t in tasks}
+    h.check("work backs off as db_lock", "tasks write once with the busy timeout only (probing handler)",
+            "retry_scheduled with class db_lock; every task DONE",
+            f"{len(lock_retries)} db_lock retries; {sum(s == 'DONE' for s in states.values())} of {len(tasks)} DONE",
+            bool(lock_retries) and all(s == "DONE" for s in states.values()),
+            [t for t, s in states.items() if s != "DONE"], [e["seq"] for e in lock_retries[:5]])
+    h.finish_log()
+    early = [a for a in h.abort_rules() if a.rule == 3]
+    h.check("no stall during the storm", f"storm from t={storm_start:.0f} to t={storm_end:.0f}",
+            "the stall rule quiet", "fired at " + ", ".join(f"t={a.t:.0f}" for a in early) if early else "quiet",
+            not early)
+    waiting = h.enqueue("waiting", {"work": 120.0})
+    h.wait(lambda: h.state(waiting) == "IN_PROGRESS", 600)
+    hog = h.spawn([sys.executable, "-m", "orchestrator.drills.lockhog", str(h.home.db), "720", "0"], "lockhog-long")
+    hold_start = h.now_t()
+    hog.wait(60)
+    h.wait(lambda: [a for a in h.abort_rules() if a.rule == 3], 300)
+    late = [a for a in h.abort_rules() if a.rule == 3]
+    since = late[0].figures.get("since", late[0].figures.get("waiting_since")) if late else None
+    h.check("stall rule fires in the long hold", f"a 720 soak s hold from t={hold_start:.0f}",
+            "rule 3 trips 600 soak s after the last transition, inside the hold",
+            f"rule 3 at t={late[0].t:.0f} (figures {late[0].figures})" if late else "did not fire",
+            bool(late) and hold_start <= late[0].t <= hold_start + 720 + 60, list(late[0].evidence) if late else [])
+    if late:
+        h.recovery("long hold start -> stall rule tripped", late[0].t - hold_start)
+    h.wait(h.settled, 3000)
+    h.check("nothing lost after the hold", "the hold released", "the waiting task DONE", h.state(waiting),
+            h.state(waiting) == "DONE", [waiting])
+
+
+def _holds(h, name: str) -> int:
+    path = h.folder / f"{name}.out"
+    return sum(1 for line in path.read_text().splitlines() if line.startswith("released")) if path.exists() else 0
