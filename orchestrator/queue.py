@@ -252,7 +252,8 @@ class Queue:
                 return []
         rows = conn.execute(q("lease"), {"worker": worker, "until": now + ttl, "now": now, "limit": n}).fetchall()
         leases = [Lease(r["id"], r["key"], r["payload"], r["attempt"], r["max_attempts"], r["epoch"],
-                        r["budget"], r["enqueued_at"], bool(r["has_effect"])) for r in rows]
+                        r["budget"], r["enqueued_at"], bool(conn.execute(q("effect_exists"), (r["key"],)).fetchone()[0]))
+                  for r in rows]
         leases.sort(key=lambda lease: lease.task)
         for lease in leases:
             self._event(conn, "leased", now, task=lease.task, key=lease.key, state="IN_PROGRESS",
