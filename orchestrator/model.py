@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import socket
@@ -169,3 +170,7 @@ class QueueConfig:
     synchronous: str = "NORMAL"  # or FULL: see docs/durability.md
     inflight_cap: int | None = None  # global cap on IN_PROGRESS tasks (None: no cap)
     writer_queue: bool = True  # queue writers on a kernel lock (flock) before BEGIN IMMEDIATE
+    # TEST-ONLY: False lets `complete` skip the epoch fence, so the drills' tests can show that a
+    # drill reports FAIL when fencing is broken. Only ORCH_TEST_UNSAFE_NO_FENCING=1 turns it off;
+    # a drill run with any ORCH_TEST_UNSAFE_* variable set cannot pass (docs/drills.md).
+    fencing: bool = field(default_factory=lambda: os.environ.get("ORCH_TEST_UNSAFE_NO_FENCING") != "1")

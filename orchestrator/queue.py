@@ -315,8 +315,9 @@ class Queue:
     def _complete(self, conn: sqlite3.Connection, now: float, task: int, epoch: int, worker: str | None,
                   body: str | None, spend: float | None = None) -> str:
         # The guard is the UPDATE's WHERE: it applies only while (IN_PROGRESS, epoch) holds.
-        row = conn.execute(q("finish_returning"), {"state": "DONE", "now": now, "error": None, "detail": None,
-                                                   "id": task, "epoch": epoch}).fetchone()
+        row = conn.execute(q("finish_returning" if self.config.fencing else "finish_unfenced_returning"),
+                           {"state": "DONE", "now": now, "error": None, "detail": None,
+                            "id": task, "epoch": epoch}).fetchone()
         if row is None:
             self._fenced(conn, now, "complete", task, epoch, worker)
             return "stale_rejected"

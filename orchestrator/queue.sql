@@ -147,6 +147,13 @@ SET state = :state, worker = NULL, lease_until = NULL, updated_at = :now, error 
 WHERE id = :id AND state = 'IN_PROGRESS' AND epoch = :epoch
 RETURNING key, attempt, budget;
 
+-- name: finish_unfenced_returning
+-- TEST-ONLY (QueueConfig.fencing = False, see docs/drills.md): the completion with no epoch fence.
+UPDATE tasks
+SET state = :state, worker = NULL, lease_until = NULL, updated_at = :now, error = :error, detail = :detail
+WHERE id = :id AND :epoch IS NOT NULL
+RETURNING key, attempt, budget;
+
 -- name: finish
 UPDATE tasks
 SET state = :state, worker = NULL, lease_until = NULL, updated_at = :now, error = :error, detail = :detail
