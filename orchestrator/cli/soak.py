@@ -156,5 +156,7 @@ def agent(run_id, sock, home):
 
 
 from .report_cmd import report  # noqa: E402
+from .serve_cmd import serve  # noqa: E402
 
 soak.add_command(report)
+soak.add_command(serve)

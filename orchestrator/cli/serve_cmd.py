@@ -1,0 +1,31 @@
+"""`orch soak serve`: the live on-call view (docs/oncall-view.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..home import Home
+from .common import home_option, resolve_actor
+
+
+@click.command("serve", help="Serve the live on-call view of the home's latest run: overview, tasks, SSE, "
+                             "/metrics. Binds 127.0.0.1 unless --token is given; read-only unless --allow-actions.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="TCP port (0 picks a free one; the URL is printed).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; anything but loopback needs --token.")
+@click.option("--token", default=None, envvar="ORCH_TOKEN", help="Secret every POST must carry (or $ORCH_TOKEN).")
+@click.option("--allow-actions", is_flag=True, help="Allow retry/cancel/replan/done/fail from the page (needs --token).")
+@click.option("--log", "log_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Follow this JSONL log instead of the home's newest one.")
+@click.option("--actor", default=None, help="Actor recorded for actions (default: $ORCH_ACTOR, else the login name).")
+@home_option
+def serve(port, host, token, allow_actions, log_path, actor, home):
+    from ..web.server import ServeConfig, check_bind, serve as run
+
+    cfg = ServeConfig(home=Home.resolve(home), host=host, port=port, token=token, allow_actions=allow_actions,
+                      actor=f"web:{resolve_actor(actor)}", log=log_path)
+    check_bind(cfg)
+    run(cfg, lambda line: click.echo(line, nl=True))

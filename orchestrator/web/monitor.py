@@ -1,0 +1,218 @@
+"""Follows the latest run's JSONL log (LogTail) into an Aggregator, and keeps what the live view
+shows: one point per soak minute crossed (capped: past `MAX_POINTS` every other point is
+dropped, so memory stays flat however long the run) and a snapshot of the current figures.
+
+Each point carries the log `seq` of the last event fed before it: the SSE event id. Points are
+in `seq` order, so "every point after id N" is a bisect.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..aborts import RULE_NAMES, RULE_TITLES
+from ..errors import LogError, OrchestratorError
+from ..home import Home
+from ..logread import CHUNK, LogTail
+from ..sli import Aggregator
+from .budget import error_budget
+
+MAX_POINTS = 5000  # 72 h is 4320 soak minutes
+STATES = ("PENDING", "IN_PROGRESS", "BLOCKED", "DONE", "FAILED", "CANCELLED")
+
+
+class Monitor:
+    """One per server. `poll_once` is the whole step; `start` runs it on a thread."""
+
+    def __init__(self, home: Home, *, log: Path | None = None, poll: float = 0.2, max_points: int = MAX_POINTS,
+                 snapshot_every: float = 0.5):
+        self.home = home
+        self.fixed_log = log
+        self.poll = poll
+        self.max_points = max_points
+        self.snapshot_every = snapshot_every
+        self.cond = threading.Condition()
+        self.stopping = threading.Event()
+        self.generation = 0
+        self.error: str | None = None
+        self._thread: threading.Thread | None = None
+        self._reset(None)
+
+    def _reset(self, path: Path | None) -> None:
+        self.log_path = path
+        self.tail = LogTail(path) if path else None
+        self.agg: Aggregator | None = None
+        self.points: list[dict[str, Any]] = []
+        self.seqs: list[int] = []
+        self.minute = 0
+        self.snapshot: dict[str, Any] | None = None
+        self._snap_at = 0.0
+        self._dirty = False
+        self.generation += 1
+
+    # --- the loop ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self.cond:
+            self.cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.poll_once()
+            except OrchestratorError as exc:
+                with self.cond:
+                    self.error = str(exc)
+            self.stopping.wait(self.poll)
+
+    def current_log(self) -> Path | None:
+        if self.fixed_log is not None:
+            return self.fixed_log
+        folder = self.home.logs
+        if not folder.is_dir():
+            return None
+        found = {p.resolve() for p in folder.glob("soak_*.jsonl") if p.exists()}
+        return max(found, key=lambda p: (p.stat().st_mtime, p.name)) if found else None
+
+    def poll_once(self) -> bool:
+        """Read what the log gained; returns True when something changed."""
+        path = self.current_log()
+        if path != self.log_path:
+            with self.cond:
+                self._reset(path)
+                self.cond.notify_all()
+        if self.tail is None:
+            return False
+        try:
+            events = self.tail.read(CHUNK)
+        except LogError as exc:
+            with self.cond:
+                self.error = str(exc)
+            return False
+        changed = bool(events)
+        with self.cond:
+            if events and self.agg is None:
+                self.agg = Aggregator(events[0])
+                events = events[1:]
+            if events:
+                self._feed(events)
+            now = time.monotonic()
+            rebuilt = False
+            if (self._dirty or changed) and now - self._snap_at >= self.snapshot_every and self.agg is not None:
+                self.snapshot = self._snapshot()
+                self._snap_at = now
+                self._dirty = False
+                rebuilt = True
+            elif changed:
+                self._dirty = True
+            if changed:
+                self.error = None
+            if changed or rebuilt:
+                self.cond.notify_all()
+        return changed
+
+    def _feed(self, events: list[dict[str, Any]]) -> None:
+        agg = self.agg
+        batch: list[dict[str, Any]] = []
+        for ev in events:
+            m = int(max(float(ev.get("t") or 0.0), 0.0) // 60)
+            if m > self.minute:
+                agg.feed_many(batch)
+                batch = []
+                self._point(m)
+                self.minute = m
+            batch.append(ev)
+        agg.feed_many(batch)
+        if agg.finished is not None:
+            self._point(self.minute + 1, final=True)
+
+    def _point(self, minute: int, final: bool = False) -> None:
+        agg = self.agg
+        seq = agg.last_seq
+        if seq is None or (self.seqs and seq <= self.seqs[-1]):
+            return
+        w = agg.window_minutes
+        lo = max(0, minute - w)
+        d = sum(agg.done_m.values[lo:minute])
+        f = sum(agg.failed_m.values[lo:minute])
+        point = {"seq": seq, "t": agg.last_t if final else minute * 60.0, "wall": agg.last_wall,
+                 "counts": [agg.counts[s] for s in STATES], "enqueued": agg.enqueued,
+                 "moving": round(d / (d + f), 5) if d + f >= agg.min_volume else None}
+        self.points.append(point)
+        self.seqs.append(seq)
+        if len(self.points) > self.max_points:  # thin the older half: memory stays flat
+            keep = self.points[: len(self.points) // 2 : 2] + self.points[len(self.points) // 2:]
+            self.points = keep
+            self.seqs = [p["seq"] for p in keep]
+
+    # --- reads (callers hold no lock) ---------------------------------------------------------
+    def points_after(self, seq: int | None) -> list[dict[str, Any]]:
+        with self.cond:
+            return self.points_after_locked(seq)
+
+    def points_after_locked(self, seq: int | None) -> list[dict[str, Any]]:
+        start = 0 if seq is None else bisect.bisect_right(self.seqs, seq)
+        return self.points[start:]
+
+    def current(self) -> dict[str, Any] | None:
+        with self.cond:
+            if self.agg is not None and (self.snapshot is None or self._dirty):
+                self.snapshot = self._snapshot()
+                self._snap_at = time.monotonic()
+                self._dirty = False
+            return self.snapshot
+
+    def _snapshot(self) -> dict[str, Any]:
+        agg = self.agg
+        f = agg.figures()
+        tripped = {a["rule"]: a for a in f["aborts"]}
+        live = not agg.closing and agg.finished is None
+        waiting = agg.counts["PENDING"] + agg.counts["IN_PROGRESS"] > 0
+        last = next((p["moving"] for p in reversed(self.points)), None) if self.points else None
+        rules = []
+        for rule, name in RULE_NAMES.items():
+            if rule in tripped:
+                state = "tripped"
+            elif not live:
+                state = "ok"
+            elif rule == 1:
+                state = "armed" if last is not None else "ok"
+            elif rule == 3:
+                state = "armed" if waiting else "ok"
+            else:
+                state = "armed"
+            a = tripped.get(rule)
+            rules.append({"rule": rule, "name": name, "title": RULE_TITLES[rule], "state": state,
+                          "t": a["t"] if a else None, "figures": a["figures"] if a else None,
+                          "evidence": a["evidence"][:50] if a else []})
+        run = f["run"]
+        slo = {row["name"]: row for row in f["slo"]}
+        return {
+            "run_id": run["run_id"], "profile": run["profile_name"], "speed": run["speed"], "seed": run["seed"],
+            "log": str(self.log_path), "live": live, "complete": run["complete"],
+            "verdict": f["verdict"], "soak_t": agg.last_t, "duration": run["duration"], "wall": run["end_wall"],
+            "started_at": run["started_at"], "last_seq": agg.last_seq, "events": agg.events,
+            "states": {s: agg.counts[s] for s in STATES}, "enqueued": agg.enqueued,
+            "sli": {"success": f["sli1"]["success"], "p95": f["sli2"]["p95"], "p50": f["sli2"]["p50"],
+                    "transient_recovery": f["sli3"]["rate"], "actual_duplicates": f["sli4"]["actual"],
+                    "dispatches": f["sli4"]["dispatches"], "lease_recovery": f["lease_recovery"]["rate"]},
+            "slo": list(slo.values()), "rules": rules,
+            "moving": {"last": last, "threshold": agg.moving_success, "min_volume": agg.min_volume,
+                       "window": agg.window_minutes * 60.0},
+            "faults": [{"kind": r["kind"], "planned": r["planned"], "injected": r["injected"],
+                        "observed": r["observed"], "observed_what": r["observed_what"]} for r in f["faults"]],
+            "lease": {"expirations": f["lease_recovery"]["expirations"],
+                      "stale": sum(f["sli4"]["stale_by_call"].values()),
+                      "stale_by_call": f["sli4"]["stale_by_call"]},
+            "budget": error_budget(agg),
+        }

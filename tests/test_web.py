@@ -1,0 +1,200 @@
+"""The live on-call view over real sockets: `orch soak serve` as a process on 127.0.0.1:0.
+SSE backfill and reconnection by seq, tiles equal to the aggregator's figures, /metrics names,
+the tasks API, and actions with their token and refusals."""
+
+from __future__ import annotations
+
+import subprocess
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from orchestrator.queue import Queue
+from orchestrator.sli import aggregate_file
+from sli_logs import LogBuilder
+from webserve import SSEClient, deadline_wait, start_server, stop_server
+
+TOKEN = "s3cret-token"
+
+
+def busy_log(minutes: int = 180) -> LogBuilder:
+    b = LogBuilder()
+    for i in range(minutes * 2):
+        t = i * 30.0 + 1
+        task = b.enqueue(t)
+        b.lease(task, t + 1)
+        if i % 37 == 5:
+            b.fail(task, t + 4, "param_error")
+        else:
+            b.complete(task, t + 4)
+    return b
+
+
+def write_lines(path, lines: list[bytes], mode: str = "ab") -> None:
+    with open(path, mode) as fh:
+        fh.write(b"".join(lines))  # each line ends with its newline
+
+
+@pytest.fixture
+def home(tmp_path):
+    h = tmp_path / "home"
+    (h / "logs" / "soak").mkdir(parents=True)
+    return h
+
+
+def test_binding_another_address_needs_a_token(orch_cmd, clean_env, home):
+    for extra in (["--host", "0.0.0.0"], ["--allow-actions"]):
+        done = subprocess.run(orch_cmd("soak", "serve", "--home", str(home), "--port", "0", *extra),
+                              capture_output=True, text=True, env=clean_env(), timeout=60)
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("Error: "), done.stderr
+
+
+def test_sse_reconnect_by_seq_has_no_gap_and_no_duplicate(children, orch_cmd, clean_env, home):
+    b = busy_log()
+    lines = b.lines()
+    log = home / "logs" / "soak" / "soak_72h.jsonl"
+    half = len(lines) // 2
+    write_lines(log, lines[:half], "wb")
+    served = start_server(children, orch_cmd, clean_env, home)
+    try:
+        first = SSEClient(served)
+        have = deadline_wait(lambda: served.get_json("/api/points")["points"], 30, "points of the first half")
+        deadline_wait(lambda: first.points() and first.points()[-1]["data"]["seq"] >= have[-1]["seq"], 30, "backfill")
+        got_a = first.points()
+        first.close()
+        b.finish(b.events[-1]["t"] + 5)
+        write_lines(log, b.lines()[half:])
+        full = deadline_wait(lambda: (lambda p: p if p and p[-1]["t"] > 10700 else None)(
+            served.get_json("/api/points")["points"]), 30, "the whole run")
+        second = SSEClient(served, last_id=int(got_a[-1]["id"]))
+        deadline_wait(lambda: second.points() and second.points()[-1]["data"]["seq"] == full[-1]["seq"], 30, "resume")
+        fresh = SSEClient(served)
+        deadline_wait(lambda: fresh.points() and fresh.points()[-1]["data"]["seq"] == full[-1]["seq"], 30, "reload")
+        ids_a = [int(e["id"]) for e in got_a]
+        ids_b = [int(e["id"]) for e in second.points()]
+        assert ids_a + ids_b == [p["seq"] for p in full]  # every point once, in order
+        assert [e["data"] for e in fresh.points()] == full
+        assert all(int(e["id"]) == e["data"]["seq"] for e in fresh.points())
+        assert len(full) >= 180  # one point per soak minute
+        tiles = deadline_wait(lambda: (lambda t: t if t and t["complete"] else None)(fresh.tiles()), 30, "final tiles")
+        for client in (second, fresh):
+            client.close()
+    finally:
+        stop_server(served)
+    f = aggregate_file(log).figures()
+    assert tiles["verdict"] == f["verdict"] and tiles["sli"]["success"] == f["sli1"]["success"]
+    assert tiles["sli"]["p95"] == f["sli2"]["p95"] and tiles["states"]["FAILED"] == f["states"]["FAILED"]
+    assert tiles["last_seq"] == f["run"]["last_seq"]
+
+
+METRICS = {
+    "orch_soak_tasks", "orch_soak_leases_in_flight", "orch_soak_leases_expired_unreaped", "orch_soak_heartbeat_age_seconds",
+    "orch_soak_lease_expiries", "orch_soak_stale_rejections", "orch_soak_duplicate_dispatches",
+    "orch_soak_actual_duplicates", "orch_soak_log_tasks", "orch_soak_abort_rule", "orch_soak_sli_success_ratio",
+    "orch_soak_sli_latency_p95_seconds", "orch_soak_moving_success_ratio", "orch_soak_clock_seconds",
+    "orch_soak_duration_seconds", "orch_soak_speed", "orch_soak_log_seq", "orch_soak_error_budget_remaining_ratio",
+    "orch_soak_burn_rate", "orch_soak_burn_rate_firing", "orch_soak_verdict",
+}
+
+
+def test_metrics_names_are_pinned(children, orch_cmd, clean_env, home):
+    b = busy_log(60)
+    b.finish(3700.0)
+    log = b.write(home / "logs" / "soak" / "soak_72h.jsonl")
+    with Queue(home / "db" / "queue.db") as q:
+        q.enqueue("k1", {})
+        q.lease("w1")
+    served = start_server(children, orch_cmd, clean_env, home)
+    try:
+        deadline_wait(lambda: served.get_json("/api/overview")["tiles"], 30, "tiles")
+        status, body, resp = served.request("GET", "/metrics")
+    finally:
+        stop_server(served)
+    assert status == 200 and resp.getheader("Content-Type").startswith("text/plain; version=0.0.4")
+    fams = {m.name: m for m in text_string_to_metric_families(body.decode())}
+    assert METRICS <= set(fams), METRICS - set(fams)
+    f = aggregate_file(log).figures()
+    value = lambda name, **labels: next(s.value for s in fams[name].samples  # noqa: E731
+                                        if all(s.labels.get(k) == v for k, v in labels.items()))
+    assert value("orch_soak_sli_success_ratio") == pytest.approx(f["sli1"]["success"])
+    assert value("orch_soak_tasks", state="IN_PROGRESS") == 1 and value("orch_soak_leases_in_flight") == 1
+    assert value("orch_soak_abort_rule", rule="1", state="ok") == 1
+    assert value("orch_soak_verdict", verdict=f["verdict"]) == 1
+
+
+@pytest.fixture
+def queue_home(home):
+    with Queue(home / "db" / "queue.db") as q:
+        for i in range(30):
+            q.enqueue(f"key-{i}", {"i": i})
+        for lease in q.lease("w1", limit=12):
+            if lease.task <= 8:
+                q.fail(lease.task, lease.epoch, "w1", "param_error")
+            else:
+                q.complete(lease.task, lease.epoch, "w1")
+    return home
+
+
+def test_tasks_api_pages_and_timeline(children, orch_cmd, clean_env, queue_home):
+    served = start_server(children, orch_cmd, clean_env, queue_home)
+    try:
+        seen, nxt = [], None
+        while True:
+            doc = served.get_json("/api/tasks?limit=7" + (f"&before={nxt}" if nxt else ""))
+            seen += [t["id"] for t in doc["tasks"]]
+            nxt = doc["next"]
+            if nxt is None:
+                break
+        assert seen == [f"ORCH-{i}" for i in range(30, 0, -1)]
+        failed = served.get_json("/api/tasks?state=FAILED&error=param_error")["tasks"]
+        assert [t["id"] for t in failed] == [f"ORCH-{i}" for i in range(8, 0, -1)]
+        assert served.get_json("/api/tasks?key=key-3")["tasks"][0]["id"] == "ORCH-4"
+        timeline = served.get_json("/api/tasks/ORCH-2")
+        assert [e["event"] for e in timeline["events"]] == ["enqueued", "leased", "failed"]
+        assert timeline["events"][1]["epoch"] == 1
+        status, body, _ = served.request("GET", "/api/tasks/ORCH-999")
+        assert status == 404 and b"no task ORCH-999" in body
+        status, body, _ = served.request("GET", "/api/tasks?state=NOPE")
+        assert status == 400
+        status, body, _ = served.request("GET", "/tasks")
+        assert status == 200 and b"<script" in body and b"src=" not in body
+    finally:
+        stop_server(served)
+
+
+def test_actions_need_the_token_and_apply_like_ops(children, orch_cmd, clean_env, queue_home, dump):
+    db = queue_home / "db" / "queue.db"
+    read_only = start_server(children, orch_cmd, clean_env, queue_home, "--token", TOKEN)
+    try:
+        before = dump(db)
+        assert read_only.post("/api/actions", {"action": "retry", "task": "ORCH-1"}, TOKEN)[0] == 403
+        assert dump(db) == before
+    finally:
+        stop_server(read_only)
+    served = start_server(children, orch_cmd, clean_env, queue_home, "--token", TOKEN, "--allow-actions",
+                          "--actor", "alice")
+    try:
+        before = dump(db)
+        bulk = {"action": "retry", "filter": {"state": "FAILED"}, "notes": "upstream fixed"}
+        assert served.post("/api/actions", bulk)[0] == 403  # no token
+        assert served.post("/api/actions", bulk, "wrong")[0] == 403
+        status, preview = served.post("/api/actions", bulk, TOKEN)
+        assert status == 200 and preview["preview"] and preview["count"] == 8
+        assert preview["first"][:2] == ["ORCH-1", "ORCH-2"]
+        assert dump(db) == before  # a preview writes nothing
+        status, refused = served.post("/api/actions", {"action": "retry", "task": "ORCH-20", "confirm": True}, TOKEN)
+        assert status == 409 and "ORCH-20 is PENDING" in refused["error"]
+        status, _ = served.post("/api/actions", {"action": "done", "task": "ORCH-20", "confirm": True}, TOKEN)
+        assert status == 400  # notes required, like the CLI
+        status, stale = served.post("/api/actions", {**bulk, "confirm": True, "expect": 9}, TOKEN)
+        assert status == 409 and "changed since the preview" in stale["error"]
+        assert dump(db) == before  # refusals write nothing
+        status, applied = served.post("/api/actions", {**bulk, "confirm": True, "expect": 8}, TOKEN)
+        assert status == 200 and applied["applied"] == 8 and applied["states"] == {"PENDING": 8}
+    finally:
+        stop_server(served)
+    with Queue(db) as q:
+        events = [e for i in range(1, 9) for e in q.history(i) if e["event"] == "retried"]
+    assert len(events) == 8 and {(e["actor"], e["notes"]) for e in events} == {("web:alice", "upstream fixed")}
