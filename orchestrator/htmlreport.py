@@ -194,10 +194,11 @@ def _charts(f: dict[str, Any]) -> str:
                               [("arrivals", s["arrivals"]), ("DONE", s["done"]), ("FAILED", s["failed"])],
                               y_label="tasks / min", bands=bands, chart_id="chart-arrivals"))
     mt = [t / 3600.0 for t in s["moving_t"]] or [0.0]
-    out.append(svg.line_chart(f"{mv['window'] / 60:g}-min moving success", mt,
-                              [("moving success %", [None if v is None else v * 100 for v in s["moving"]] or [None])],
+    moving = [None if v is None else v * 100 for v in s["moving"]] or [None]
+    low = min([v for v in moving if v is not None] + [mv["threshold"] * 100])
+    out.append(svg.line_chart(f"{mv['window'] / 60:g}-min moving success", mt, [("moving success %", moving)],
                               y_label="%", hlines=[(mv["threshold"] * 100, f"abort line {mv['threshold'] * 100:g} %")],
-                              y_max=100.5, chart_id="chart-moving"))
+                              y_min=max(0.0, low - 2), y_max=100.5, chart_id="chart-moving"))
     if s["latency_t"]:
         target = (f["run"]["profile"].get("slo") or {}).get("p95")
         lt = [(t + s["latency_bucket"] / 2) / 3600.0 for t in s["latency_t"]]
