@@ -59,6 +59,11 @@ BARE_TAKE = (
     "UPDATE task SET state = 'DONE' "
     "WHERE id = (SELECT id FROM task WHERE state = 'PENDING' ORDER BY id LIMIT 1) RETURNING id"
 )
+# Only to build a long history fast (fill_history): the first step of Queue.lease for one known id.
+HISTORY_LEASE = (
+    "UPDATE tasks SET state = 'IN_PROGRESS', epoch = epoch + 1, attempt = attempt + 1, worker = 'history', "
+    "lease_until = :until, heartbeat_at = :now, updated_at = :now WHERE id = :id"
+)
 # huey's own enqueue statement (SqliteStorage.enqueue), used only to pre-fill in one transaction.
 HUEY_INSERT = "insert into task (queue, data, priority) values (?, ?, ?)"
 
@@ -136,6 +141,34 @@ def fill(kind: str, path: Path, n: int, prefix: str = "fill") -> None:
         storage.close()
     else:
         raise ValueError(kind)
+
+
+def fill_history(path: Path, done: int, pending: int) -> None:
+    """A queue with a long history: `done` tasks leased and completed (DONE, an effect row, a
+    `leased` and a `completed` event each), then `pending` due tasks. Enqueued through the API;
+    the history is written in transactions of FILL_CHUNK tasks with the statements Queue.complete
+    runs (queue.sql) after a direct lease of each id: fast, not timed, and the same rows."""
+    fill("queue", path, done + pending, prefix="hist")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+    base = {"wall": 0.0, "task": None, "key": None, "attempt": 1, "epoch": 1, "worker": "history", "error": None,
+            "actor": None, "notes": None, "data": None}
+    for start in range(1, done + 1, FILL_CHUNK):
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        for task in range(start, min(done, start + FILL_CHUNK - 1) + 1):
+            conn.execute(HISTORY_LEASE, {"until": now + 30.0, "now": now, "id": task})
+            row = conn.execute(q("finish_returning"), {"state": "DONE", "now": now, "error": None, "detail": None,
+                                                       "id": task, "epoch": 1}).fetchone()
+            conn.execute(q("insert_effect"), {"key": row["key"], "task": task, "epoch": 1, "worker": "history",
+                                              "t": now, "result": None})
+            for event, state, prev in (("leased", "IN_PROGRESS", "PENDING"), ("completed", "DONE", "IN_PROGRESS")):
+                conn.execute(q("insert_event"), {**base, "t": now, "wall": now, "event": event, "task": task,
+                                                 "key": row["key"], "state": state, "prev": prev})
+        conn.execute("COMMIT")
+    conn.close()
 
 
 # --- enqueue (timed in the calling process) -----------------------------------------------

@@ -59,7 +59,7 @@ FULL_PLAN = Plan(reps=3, drain={"NORMAL": 4000, "FULL": 1500}, enqueue_one={"NOR
                  enqueue_batched=20_000, depth_small=1_000, depth_big=100_000,
                  depth_tasks={"NORMAL": 2000, "FULL": 1000})
 QUICK_PLAN = Plan(reps=2, drain={"NORMAL": 1000, "FULL": 400}, enqueue_one={"NORMAL": 800, "FULL": 300},
-                  enqueue_batched=4_000, depth_small=1_000, depth_big=100_000,
+                  enqueue_batched=4_000, depth_small=1_000, depth_big=50_000,
                   depth_tasks={"NORMAL": 800, "FULL": 300})
 
 
@@ -120,7 +120,10 @@ class Bench:
         """A pre-filled database (built once, not timed); every drain runs on a copy."""
         if (kind, n) not in self.templates:
             path = self.dir / f"template-{kind}-{n}.db"
-            backends.fill(kind, path, n)
+            if kind == "history":  # n pending behind depth_big done tasks
+                backends.fill_history(path, self.plan.depth_big, n)
+            else:
+                backends.fill(kind, path, n)
             self.templates[kind, n] = path
         return self.templates[kind, n]
 
@@ -192,8 +195,11 @@ class Bench:
         for sync in SYNCS:
             m = self.plan.depth_tasks[sync]
             # depth + extra tasks, m <= extra of them leased and completed: depth stays >= `depth`
+            small, big = self.plan.depth_small, self.plan.depth_big
             runs = {depth: ({"kind": "queue", "limit": 1}, self.copy("queue", depth + extra))
-                    for depth in rotate([self.plan.depth_small, self.plan.depth_big], rep)}
+                    for depth in rotate([small, big], rep)}
+            # the same small depth behind a long history (big DONE tasks with effects and events)
+            runs["history"] = ({"kind": "queue", "limit": 1}, self.copy("history", small + extra))
             for depth, out in self.interleaved(workers, 1, sync, runs, m).items():
                 if out["n"] != m - m % CHUNKS:
                     raise RuntimeError(f"depth {depth}: completed {out['n']} of {m} tasks")
@@ -226,6 +232,11 @@ class Bench:
         self.dispose(path)
         self.facts["profile"] = {**profile_shares(pstats.Stats(profiler), n), "wall": 1e6 * elapsed / n}
         self.facts["wal_pages"] = {kind: self.wal_pages_per_task(kind, 500) for kind in ("queue", "bare")}
+        db = sqlite3.connect(self.template("queue", n))
+        self.facts["indexes"] = {table: [name for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? ORDER BY name", (table,))]
+            for table in ("tasks", "events", "effects")}
+        db.close()
 
     def wal_pages_per_task(self, kind: str, n: int) -> float:
         """WAL frames per lease+complete (one process, NORMAL, automatic checkpoints off)."""
