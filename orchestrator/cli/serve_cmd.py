@@ -21,11 +21,16 @@ from .common import home_option, resolve_actor
 @click.option("--log", "log_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Follow this JSONL log instead of the home's newest one.")
 @click.option("--actor", default=None, help="Actor recorded for actions (default: $ORCH_ACTOR, else the login name).")
+@click.option("--alert-webhook", "webhooks", multiple=True, metavar="URL",
+              help="POST Alertmanager-style alerts here when an abort rule trips or a burn rate fires, and when "
+                   "resolved (repeatable; URLs are redacted in logs).")
 @home_option
-def serve(port, host, token, allow_actions, log_path, actor, home):
+def serve(port, host, token, allow_actions, log_path, actor, webhooks, home):
+    from ..web.alerts import check_urls
     from ..web.server import ServeConfig, check_bind, serve as run
 
     cfg = ServeConfig(home=Home.resolve(home), host=host, port=port, token=token, allow_actions=allow_actions,
-                      actor=f"web:{resolve_actor(actor)}", log=log_path)
+                      actor=f"web:{resolve_actor(actor)}", log=log_path,
+                      alert_webhooks=check_urls(list(webhooks)))
     check_bind(cfg)
     run(cfg, lambda line: click.echo(line, nl=True))

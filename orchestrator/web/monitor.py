@@ -29,8 +29,9 @@ class Monitor:
     """One per server. `poll_once` is the whole step; `start` runs it on a thread."""
 
     def __init__(self, home: Home, *, log: Path | None = None, poll: float = 0.2, max_points: int = MAX_POINTS,
-                 snapshot_every: float = 0.5):
+                 snapshot_every: float = 0.5, on_snapshot=None):
         self.home = home
+        self.on_snapshot = on_snapshot  # called with each new snapshot (None when the run is replaced)
         self.fixed_log = log
         self.poll = poll
         self.max_points = max_points
@@ -52,6 +53,7 @@ class Monitor:
         self.snapshot: dict[str, Any] | None = None
         self._snap_at = 0.0
         self._dirty = False
+        self._alerted: dict[str, Any] | None = None
         self.generation += 1
 
     # --- the loop ---------------------------------------------------------------------------
@@ -91,6 +93,8 @@ class Monitor:
             with self.cond:
                 self._reset(path)
                 self.cond.notify_all()
+            if self.on_snapshot is not None:
+                self.on_snapshot(None)
         if self.tail is None:
             return False
         try:
@@ -100,6 +104,7 @@ class Monitor:
                 self.error = str(exc)
             return False
         changed = bool(events)
+        rebuilt = False
         with self.cond:
             if events and self.agg is None:
                 self.agg = Aggregator(events[0])
@@ -107,7 +112,6 @@ class Monitor:
             if events:
                 self._feed(events)
             now = time.monotonic()
-            rebuilt = False
             if (self._dirty or changed) and now - self._snap_at >= self.snapshot_every and self.agg is not None:
                 self.snapshot = self._snapshot()
                 self._snap_at = now
@@ -119,6 +123,10 @@ class Monitor:
                 self.error = None
             if changed or rebuilt:
                 self.cond.notify_all()
+            snap = self.snapshot
+        if self.on_snapshot is not None and snap is not None and snap is not self._alerted:
+            self._alerted = snap  # a snapshot built by a request thread is observed here too
+            self.on_snapshot(snap)
         return changed
 
     def _feed(self, events: list[dict[str, Any]]) -> None:

@@ -26,6 +26,7 @@ from ..queue import Queue, parse_task_id
 from ..runs import RunStore
 from .. import taskquery
 from . import actions, metrics, pages, sse
+from .alerts import Alerter
 from .monitor import Monitor
 
 STATUS_BY_EXIT = {1: 500, 2: 400, 3: 404, 4: 409}
@@ -248,6 +249,10 @@ class Handler(BaseHTTPRequestHandler):
 def make_server(cfg: ServeConfig) -> OnCallServer:
     monitor = Monitor(cfg.home, log=cfg.log)
     server = OnCallServer(cfg, monitor)
+    server.alerter = None
+    if cfg.alert_webhooks:
+        server.alerter = Alerter(cfg.alert_webhooks, external_url=server.url)
+        monitor.on_snapshot = server.alerter.observe
     monitor.start()
     return server
 
@@ -272,4 +277,6 @@ def serve(cfg: ServeConfig, echo) -> None:
         server.shutdown()
         server.monitor.stop()
         server.server_close()
+        if server.alerter is not None:
+            server.alerter.close()
         echo("stopped")
