@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..errors import UnknownTask, UsageError
@@ -121,3 +123,16 @@ def retry(task, state, error_class, dry_run, notes, actor, home, as_json):
         print_json({"retried": len(done), "first": [t.name for t in done[:10]]})
     else:
         render_tasks(f"Retried by {who}", [t.id for t in done])
+
+
+@ops.command(help="Write a tar.gz for an incident: versions, run record and profile, last log lines, "
+                  "integrity check and counts, metrics, incident records, the run's processes. Secrets redacted.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+              help="Where to write it (default: <home>/reports/diagnose_<time>.tar.gz).")
+@click.option("--lines", type=click.IntRange(1, 1_000_000), default=200, show_default=True,
+              help="Last log lines to include.")
+@home_option
+def diagnose(out, lines, home):
+    from ..diagnose import write_bundle
+
+    click.echo(str(write_bundle(Home.resolve(home), out, lines)))
