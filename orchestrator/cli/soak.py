@@ -74,15 +74,24 @@ def stop(home):
 
 
 @soak.command(help="The current or last run: profile, seed, speed, soak time, counts, faults so far.")
+@click.option("--watch", is_flag=True, help="Repeat every --every seconds until the run ends (live on a terminal, "
+                                            "one line per period otherwise).")
+@click.option("--every", type=click.FloatRange(min=0.05), default=2.0, show_default=True, help="Watch period (wall s).")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Watch: stop after N periods.")
 @home_option
 @json_option
-def status(home, as_json):
+def status(watch, every, count, home, as_json):
     from ..soak import status as run_status
 
-    if not Home.resolve(home).db.exists():
-        doc = None
-    else:
-        doc = run_status(Home.resolve(home))
+    def fetch():
+        return run_status(Home.resolve(home)) if Home.resolve(home).db.exists() else None
+
+    if watch:
+        from .watch import watch as watch_status
+
+        watch_status(fetch, every, count, as_json)
+        return
+    doc = fetch()
     if as_json:
         print_json(doc)
         return
