@@ -53,3 +53,23 @@ def test_serve_and_watch_follow_a_live_soak(tmp_path, children, orch_cmd, clean_
     assert final["states"]["DONE"] == f["states"]["DONE"]
     report = (home / "reports" / "soak" / "soak_report.html").read_text()
     assert f"{f['sli1']['success'] * 100:.2f} %" in report and "<script" not in report
+
+
+def test_start_with_serve_and_a_dead_webhook_still_passes(tmp_path, children, orch_cmd, clean_env):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    home = tmp_path / "home"
+    profile = quiet_profile(tmp_path, "served")
+    soak = start(children, orch_cmd, clean_env, home, profile, "--serve", "--serve-port", "0",
+                 "--alert-webhook", f"http://127.0.0.1:{dead}/hook/SECRET")
+    code, output = finish(soak)
+    assert code == 0 and "PASS" in output, output
+    line = next(x for x in output.splitlines() if x.startswith("serving http://127.0.0.1:"))
+    port = int(line.split()[1].rstrip("/").rsplit(":", 1)[1])
+    with socket.socket() as s:  # the server went with the run
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+    assert "SECRET" not in output
+    assert (home / "reports" / "soak" / "soak_report.html").exists()

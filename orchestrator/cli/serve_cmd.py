@@ -34,3 +34,34 @@ def serve(port, host, token, allow_actions, log_path, actor, webhooks, home):
                       alert_webhooks=check_urls(list(webhooks)))
     check_bind(cfg)
     run(cfg, lambda line: click.echo(line, nl=True))
+
+
+def spawn_server(home: Home, port: int, webhooks: list[str]):
+    """`orch soak start --serve`: the on-call server as its own process (so neither it nor a slow
+    webhook receiver can slow the soak); returns (process, its 'serving URL' line)."""
+    import subprocess
+    import sys
+
+    from ..errors import StoreError
+
+    argv = [sys.executable, "-m", "orchestrator", "soak", "serve", "--home", str(home.root), "--port", str(port)]
+    for url in webhooks:
+        argv += ["--alert-webhook", url]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()
+    if not line.startswith("serving "):
+        proc.wait()
+        raise StoreError(f"the on-call server did not start (exit {proc.returncode})")
+    return proc, line
+
+
+def stop_spawned(proc) -> None:
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.stdout.close()

@@ -43,15 +43,31 @@ def _finish(outcome) -> None:
               help="Seed of the arrival schedule.")
 @click.option("--handler", default="orchestrator.handlers:synthetic", show_default=True,
               help="Task handler as module:function.")
+@click.option("--serve", is_flag=True, help="Also serve the live on-call view (`orch soak serve`) while the run lasts.")
+@click.option("--serve-port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port of --serve (0 picks a free one).")
+@click.option("--alert-webhook", "webhooks", multiple=True, metavar="URL",
+              help="Alertmanager-style alerts from the on-call server (implies --serve; repeatable).")
 @home_option
-def start(profile_spec, speed, workers, seed, handler, home):
+def start(profile_spec, speed, workers, seed, handler, serve, serve_port, webhooks, home):
     from .. import profiles
     from ..soak import StartRequest, start as start_run
+    from ..web.alerts import check_urls
+    from .serve_cmd import spawn_server, stop_spawned
 
     profile = profiles.load(profile_spec)
     req = StartRequest(profile=profile, speed=speed, seed=seed, workers=workers or profile.workers,
                        handler=handler, live=sys.stdout.isatty())
-    _finish(start_run(Home.resolve(home), req))
+    server = None
+    if serve or webhooks:
+        server, line = spawn_server(Home.resolve(home), serve_port, check_urls(list(webhooks)))
+        click.echo(line)
+    try:
+        outcome = start_run(Home.resolve(home), req)
+    finally:
+        if server is not None:
+            stop_spawned(server)
+    _finish(outcome)
 
 
 @soak.command(help="Continue a run whose supervisor was killed: same run, no arrival lost or doubled.")
