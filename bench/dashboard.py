@@ -161,8 +161,16 @@ def soak_bench(speed: float) -> dict:
         if soak.poll() is None:
             soak.terminate()
             soak.wait(timeout=120)
+    tiles = None
+    for log in (home / "logs" / "soak").glob("soak_72h_*.jsonl"):
+        from orchestrator.sli import aggregate_file
+
+        f = aggregate_file(log).figures()
+        tiles = {"verdict": f["verdict"], "soak_t": f["run"]["end_t"],
+                 "aborts": [f"rule {a['rule']} {a['name']} at soak {a['t']:.0f} s" for a in f["aborts"]],
+                 "p95": f["sli2"]["p95"], "success": f["sli1"]["success"]}
     return {"speed": speed, "exit": soak.returncode, "rss_1h": rss_1h, "rss_end": rss_end, "rss_max": rss_max,
-            "points": points, "backfill_s": backfill}
+            "points": points, "backfill_s": backfill, "run": tiles, "load": os.getloadavg()}
 
 
 def _overview(port: int, key: str = "tiles"):
@@ -215,7 +223,11 @@ def main() -> None:
                   f"| {soak['rss_1h'] / mb:.1f} MB | {soak['rss_end'] / mb:.1f} MB | {soak['rss_max'] / mb:.1f} MB | "
                   f"{ratio:.2f} |", "",
                   f"SSE backfill of the whole run for a fresh client: {soak['points']:,} points in "
-                  f"{soak['backfill_s'] * 1000:.0f} ms.", ""]
+                  f"{soak['backfill_s'] * 1000:.0f} ms.", "",
+                  f"The run itself: verdict {soak['run']['verdict']}, soak {soak['run']['soak_t'] / 3600:.1f} h, "
+                  f"p95 {soak['run']['p95'] or 0:.1f} s, success {(soak['run']['success'] or 0) * 100:.2f} %; aborts: "
+                  f"{'; '.join(soak['run']['aborts']) or 'none'}. Load average at the end (1/5/15 min): "
+                  + " / ".join(f"{x:.1f}" for x in soak["load"]) + ".", ""]
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
 

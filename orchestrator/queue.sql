@@ -263,25 +263,27 @@ WHERE seq >= ? AND event = 'fault_injected' GROUP BY kind ORDER BY kind;
 SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name;
 
 -- name: tasks_page
--- The tasks view, newest first, keyset by id (:before); [:lo, :hi] bounds an enqueue-time range.
+-- The tasks view, newest first, keyset by id: [:lo, :hi] is the id range left to page through (an
+-- enqueue-time range, capped below the previous page's last id). One range: two upper bounds would
+-- make SQLite seek by one and filter by the other, reading every row in between.
 SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at, updated_at FROM tasks
-WHERE id < :before AND id BETWEEN :lo AND :hi ORDER BY id DESC LIMIT :limit;
+WHERE id BETWEEN :lo AND :hi ORDER BY id DESC LIMIT :limit;
 
 -- name: tasks_page_state
 SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at, updated_at
 FROM tasks INDEXED BY tasks_state_id
-WHERE state = :state AND id < :before AND id BETWEEN :lo AND :hi ORDER BY id DESC LIMIT :limit;
+WHERE state = :state AND id BETWEEN :lo AND :hi ORDER BY id DESC LIMIT :limit;
 
 -- name: tasks_page_state_error
 SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at, updated_at
 FROM tasks INDEXED BY tasks_state
-WHERE state = :state AND error = :error AND id < :before AND id BETWEEN :lo AND :hi
+WHERE state = :state AND error = :error AND id BETWEEN :lo AND :hi
 ORDER BY id DESC LIMIT :limit;
 
 -- name: tasks_page_error
 SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at, updated_at
 FROM tasks INDEXED BY tasks_error
-WHERE error = :error AND id < :before AND id BETWEEN :lo AND :hi ORDER BY id DESC LIMIT :limit;
+WHERE error = :error AND id BETWEEN :lo AND :hi ORDER BY id DESC LIMIT :limit;
 
 -- name: task_row_by_key
 SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at, updated_at FROM tasks

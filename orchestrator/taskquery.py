@@ -88,8 +88,9 @@ def search(queue: Queue, f: TaskFilter, before: int | None = None, limit: int = 
         rows = [r for r in rows if _matches(r, f) and (f.key is None or r["key"] == f.key)]
         return rows, None
     lo, hi = id_bounds(conn, f)
-    params = {"before": before if before is not None else BIG, "lo": lo, "hi": hi, "limit": limit + 1,
-              "state": f.state, "error": f.error}
+    if before is not None:
+        hi = min(hi, before - 1)
+    params = {"lo": lo, "hi": hi, "limit": limit + 1, "state": f.state, "error": f.error}
     rows = conn.execute(q(page_query(f)), params).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]

@@ -60,7 +60,7 @@ PLANS = [TaskFilter(), TaskFilter(state="DONE"), TaskFilter(error="timeout"), Ta
 def test_list_and_search_use_an_index(filled, f):
     conn = filled.conn
     lo, hi = id_bounds(conn, f)
-    params = {"before": 10**12, "lo": lo, "hi": hi, "limit": 51, "state": f.state, "error": f.error}
+    params = {"lo": lo, "hi": min(hi, 150), "limit": 51, "state": f.state, "error": f.error}
     plan = " | ".join(r["detail"] for r in conn.execute("EXPLAIN QUERY PLAN " + q(page_query(f)), params))
     assert "SCAN tasks" not in plan.replace("SCAN tasks USING", "") and "USE TEMP B-TREE" not in plan, plan
     assert "SEARCH tasks USING" in plan, plan

@@ -104,7 +104,7 @@ pollStatus(); setInterval(pollStatus, 5000);
 TASKS_JS = r"""
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s ?? '-').replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
-const T = {next: null, last: null}; window.tasksView = T;
+const T = {next: null, last: null, rows: ''}; window.tasksView = T;
 function params(extra) { const p = new URLSearchParams();
   for (const k of ['id', 'key', 'state', 'error', 'from', 'to']) { const v = $('f-' + k).value.trim(); if (v) p.set(k, v); }
   for (const [k, v] of Object.entries(extra || {})) p.set(k, v); return p; }
@@ -115,7 +115,8 @@ async function search(more) {
   const rows = d.tasks.map(t => `<tr data-id="${esc(t.id)}"><td><a href="#" onclick="show('${esc(t.id)}');return false">${esc(t.id)}</a></td>` +
     `<td>${esc(t.key)}</td><td>${esc(t.state)}</td><td>${esc(t.error)}</td><td>${t.attempt}/${t.max_attempts}</td><td>${t.epoch}</td><td>${t.enqueued_t}</td></tr>`).join('');
   const head = '<tr><th>task</th><th>key</th><th>state</th><th>error</th><th>attempt</th><th>epoch</th><th>enqueued (soak s)</th></tr>';
-  $('results').innerHTML = head + (more ? $('results').innerHTML.replace(head, '') : '') + rows;
+  T.rows = (more ? T.rows : '') + rows;
+  $('results').innerHTML = head + T.rows;
   $('more').disabled = !d.next;
 }
 async function show(id) {
