@@ -68,6 +68,10 @@ class Drill:
 
 
 REGISTRY: dict[str, Drill] = {}
+# the order of `orch drill list` and `orch drill all`: workers, outcomes, guards, the CLI, the soak
+ORDER = ("worker-crash", "worker-stall", "cancel-midrun", "concurrency-cap", "poison-task", "timeout-all",
+         "partial-success", "error-chaos", "idempotency-under-fire", "guardrail-replan", "db-lock-storm",
+         "fail-closed", "operator-runbook", "supervisor-restart", "log-pipeline-drop", "queue-pressure")
 
 
 def drill(name: str, causes: str, must_hold: str, **options: Any) -> Callable:
@@ -91,9 +95,10 @@ def get(name: str) -> Drill:
 
 def all_drills() -> list[Drill]:
     load_all()
-    return list(REGISTRY.values())
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return sorted(REGISTRY.values(), key=lambda d: rank.get(d.name, len(ORDER)))
 
 
 def load_all() -> None:
-    """Import the modules that register drills (in the order `orch drill all` runs them)."""
+    """Import the modules that register drills."""
     from . import workers, outcomes, safety, operator, soakdrills  # noqa: F401

@@ -125,7 +125,7 @@ def classes_closed(events: list[dict], db_errors: dict[str, str | None]) -> Chec
     bad_tasks = [t for t, err in db_errors.items() if err is not None and err not in CLASSES]
     classes = sorted({e["error"] for e in events if e.get("error")})
     return _row("no raw upstream error text used as a class", "error in the closed enum; detail <= 200 chars, one line",
-                f"classes seen: {', '.join(classes) or 'none'}", bad_tasks, sorted(bad_seqs + long))
+                f"classes seen: {', '.join(classes) or 'none'}", bad_tasks, sorted(set(bad_seqs + long)))
 
 
 def no_unsafe_hooks(hooks: list[str]) -> Check:

@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 
 from .. import profiles
+from ..clock import Clock
 from ..queue import Queue
 from ..runs import RunStore
 from ..sli import aggregate_file
@@ -36,6 +37,7 @@ def _start(h, profile: Path) -> subprocess.Popen:
                   str(h.seed), "--home", str(h.home.root))
     if h.handler_hook:
         argv += ["--handler", h.handler_hook]
+    h.clock = Clock(speed=SOAK_SPEED)  # the drill's waits are in the soak's seconds
     return h.spawn(argv, "soak-start")
 
 

@@ -1,0 +1,215 @@
+"""Failure drills (issue 6): `orch drill all` passes, and each drill, with the property it guards
+broken on purpose, reports FAIL with the right evidence (so no drill passes by checking nothing).
+
+Breaks are real: a handler that misbehaves (tests/drill_breakers.py, loaded through the test-only
+ORCH_TEST_UNSAFE_DRILL_HANDLER), the queue's fence switched off (ORCH_TEST_UNSAFE_NO_FENCING), a
+rogue worker that ignores the cap, a refusal that writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from orchestrator.cli.orch import orch
+from orchestrator.drills import base, invariants
+from orchestrator.drills.operator import CASES, Case, fail_closed
+from orchestrator.drills.runner import run_drills
+
+pytestmark = pytest.mark.xdist_group("soak")
+TESTS_DIR = Path(__file__).resolve().parent
+ALL = ["worker-crash", "worker-stall", "cancel-midrun", "concurrency-cap", "poison-task", "timeout-all",
+       "partial-success", "error-chaos", "idempotency-under-fire", "guardrail-replan", "db-lock-storm",
+       "fail-closed", "operator-runbook", "supervisor-restart", "log-pipeline-drop", "queue-pressure"]
+
+
+def env(clean_env, **extra: str) -> dict[str, str]:
+    return clean_env(PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])),
+                     **extra)
+
+
+def report_of(home: Path) -> str:
+    reports = sorted((home / "reports" / "drills").glob("*/exercise_report.md"))
+    assert len(reports) == 1, reports
+    return reports[0].read_text()
+
+
+def failing(report: str) -> dict[str, str]:
+    """The report's violations: scenario -> the line (observed and evidence)."""
+    out = {}
+    for line in report.split("### Violations", 1)[1].splitlines():
+        m = re.match(r"- \*\*(.+?)\*\*: (.*)", line)
+        if m:
+            out.setdefault(m.group(1), m.group(2))
+    return out
+
+
+def run_drill(orch_cmd, clean_env, tmp_path: Path, name: str, **hooks: str) -> tuple[int, str, dict[str, str]]:
+    home = tmp_path / "home"
+    proc = subprocess.run(orch_cmd("drill", "run", name, "--home", str(home)), capture_output=True, text=True,
+                          timeout=120, env=env(clean_env, **hooks))
+    assert "Traceback" not in proc.stderr, proc.stderr
+    report = report_of(home)
+    return proc.returncode, report, failing(report)
+
+
+# --- the whole set ---------------------------------------------------------------------------
+def test_drill_all_passes_within_five_minutes(tmp_path, orch_cmd, clean_env):
+    home = tmp_path / "home"
+    proc = subprocess.run(orch_cmd("drill", "all", "--home", str(home)), capture_output=True, text=True,
+                          timeout=360, env=clean_env())
+    report = report_of(home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr + "\n" + "\n".join(failing(report).values())
+    assert [line.split(":")[0] for line in proc.stdout.splitlines()[:-1]] == ALL
+    assert "**Verdict: PASS**" in report and "**FAIL**" not in report
+    for name in ALL:
+        assert f"## {name}" in report
+    for title in ("no duplicate execution", "nothing lost", "events gap-free", "every operator action recorded",
+                  "no raw upstream error text used as a class"):
+        assert report.count(f"| {title} |") == len(ALL)
+    seconds = float(re.search(r"total wall time ([0-9.]+) s", report).group(1))
+    assert seconds <= 300
+
+
+def test_drill_list_names_every_drill_and_what_it_causes():
+    out = CliRunner().invoke(orch, ["drill", "list"])
+    assert out.exit_code == 0
+    names = [line for line in out.output.splitlines() if not line.startswith(" ")]
+    assert names == ALL
+    assert out.output.count("causes:") == out.output.count("must hold:") == len(ALL)
+
+
+def test_unknown_drill_is_a_usage_error(tmp_path):
+    out = CliRunner().invoke(orch, ["drill", "run", "no-such", "--home", str(tmp_path / "h")])
+    assert out.exit_code == 2 and out.output.startswith("Error: no drill 'no-such'")
+    assert not (tmp_path / "h").exists()
+
+
+def test_a_drill_runs_in_a_fresh_home_under_the_report_folder(tmp_path, orch_cmd, clean_env):
+    proc = subprocess.run(orch_cmd("drill", "run", "guardrail-replan"), capture_output=True, text=True, timeout=120,
+                          env=clean_env(ORCH_HOME=str(tmp_path / "h")), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = next((tmp_path / "h" / "reports" / "drills").iterdir())
+    assert (run / "exercise_report.md").exists()
+    assert (run / "guardrail-replan" / "home" / "db" / "queue.db").exists()
+    assert (run / "guardrail-replan" / "events.jsonl").exists()
+    assert not (tmp_path / "h" / "db" / "queue.db").exists()  # the home's own queue untouched
+
+
+# --- each drill, broken ----------------------------------------------------------------------
+BROKEN_HANDLER = [
+    ("worker-crash", "drill_breakers:slow_every_attempt", "task recovered", "ORCH-1"),
+    ("cancel-midrun", "drill_breakers:ignores_cancel", "worker stops", "late completion"),
+    ("poison-task", "drill_breakers:fail_everything", "others keep flowing", "{'FAILED': 20}"),
+    ("timeout-all", "orchestrator.handlers:synthetic", "every task FAILED as timeout", "0 of 12"),
+    ("partial-success", "drill_breakers:unknown_retry_succeeds", "63 of 100 succeed", "FAILED"),
+    ("error-chaos", "drill_breakers:misclassify", "each error maps to its class", "-> unknown"),
+    ("idempotency-under-fire", "drill_breakers:journal_twice", "one effect", "2 journal lines"),
+    ("guardrail-replan", "leaky_handler:leaky", "blocked at the guardrail", "blocked: [False]"),
+    ("db-lock-storm", "drill_breakers:swallow_lock", "work backs off as db_lock", "0 db_lock retries"),
+    ("queue-pressure", "drill_breakers:fail_everything", "then drains", "FAILED"),
+]
+
+
+@pytest.mark.parametrize("name, handler, scenario, evidence", BROKEN_HANDLER, ids=[b[0] for b in BROKEN_HANDLER])
+def test_a_drill_with_a_misbehaving_handler_reports_fail(tmp_path, orch_cmd, clean_env, name, handler, scenario,
+                                                         evidence):
+    code, report, bad = run_drill(orch_cmd, clean_env, tmp_path, name, ORCH_TEST_UNSAFE_DRILL_HANDLER=handler)
+    assert code == 1, report
+    assert scenario in bad, bad
+    assert evidence in bad[scenario], bad[scenario]
+    assert "ORCH_TEST_UNSAFE_DRILL_HANDLER" in bad["no test-only unsafe hook active"]
+
+
+def test_worker_stall_without_fencing_reports_the_late_completion(tmp_path, orch_cmd, clean_env):
+    code, report, bad = run_drill(orch_cmd, clean_env, tmp_path, "worker-stall", ORCH_TEST_UNSAFE_NO_FENCING="1")
+    assert code == 1
+    row = bad["late completion rejected"]
+    assert "by w1 (epoch 1)" in row and "stale_rejected" not in row.split("—")[0]
+    assert re.search(r"evidence: tasks ORCH-1; seqs \d+", row)
+
+
+def test_cancel_midrun_without_fencing_reports_the_effect_of_a_cancelled_task(tmp_path, orch_cmd, clean_env):
+    code, report, bad = run_drill(orch_cmd, clean_env, tmp_path, "cancel-midrun", ORCH_TEST_UNSAFE_NO_FENCING="1")
+    assert code == 1
+    assert bad["ends CANCELLED, no effect"].startswith("DONE, an effect")
+    assert re.search(r"seqs \d+", bad["ends CANCELLED, no effect"])
+
+
+def test_concurrency_cap_reports_a_rogue_worker_that_ignores_the_cap(tmp_path, orch_cmd, clean_env, children,
+                                                                     wait_for):
+    home = tmp_path / "home"
+    drill = children.start(orch_cmd("drill", "run", "concurrency-cap", "--home", str(home)), env=clean_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import sqlite3
+
+    def tasks() -> int:
+        try:
+            with sqlite3.connect(home / "db" / "queue.db", timeout=5) as db:
+                return db.execute("SELECT count(*) FROM tasks WHERE state = 'PENDING'").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+    wait_for(lambda: tasks() >= 20, 60, "the drill's tasks")
+    children.start(orch_cmd("worker", "--home", str(home), "--name", "rogue", "--idle-exit", "60", "--poll", "0.5"),
+                   env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out, err = drill.communicate(timeout=120)
+    assert drill.returncode == 1, out + err
+    row = failing(report_of(home))["cap never exceeded"]
+    assert re.match(r"peak [4-9] in flight; [1-9]\d* events over the cap — evidence: seqs \d+", row), row
+
+
+def test_fail_closed_reports_a_refusal_that_writes(tmp_path, monkeypatch):
+    writes = Case("a refusal that is not one", ("enqueue", "--key", "fresh-key"), 4, "refused")
+    drill = base.get("fail-closed")
+    monkeypatch.setitem(base.REGISTRY, "fail-closed",
+                        dataclasses.replace(drill, run=lambda h: fail_closed(h, CASES[:2] + (writes,))))
+    results, path = run_drills([base.REGISTRY["fail-closed"]], str(tmp_path / "home"), 14)
+    assert not results[0].passed
+    bad = failing(path.read_text())
+    assert bad["a refusal that is not one"].startswith("exit 0: ") and "database CHANGED" in bad["a refusal that is not one"]
+    assert "payload not JSON" not in bad
+
+
+def test_log_pipeline_drop_reports_a_rule_that_never_fires(tmp_path, monkeypatch):
+    from orchestrator import profiles
+    from orchestrator.drills import soakdrills
+
+    real = soakdrills._profile
+    monkeypatch.setattr(soakdrills, "_profile", lambda h, duration, **kw: real(
+        h, 3600.0, abort=profiles.Abort(log_gap=10 * 86400.0)))
+    results, path = run_drills([base.get("log-pipeline-drop")], str(tmp_path / "home"), 14)
+    assert not results[0].passed
+    bad = failing(path.read_text())
+    assert "rule 5 fires" in bad and "aborts []" in bad["rule 5 fires"]
+    assert "incident record names it" in bad
+
+
+# --- the invariant checks on hand-made logs ----------------------------------------------------
+def ev(seq, event, task="ORCH-1", key="k1", state=None, prev=None, **extra):
+    return {"seq": seq, "event": event, "task": task, "key": key, "state": state, "prev": prev, **extra}
+
+
+def test_invariants_name_their_evidence():
+    events = [ev(1, "enqueued", state="PENDING"), ev(2, "leased", state="IN_PROGRESS", prev="PENDING"),
+              ev(3, "completed", state="DONE", prev="IN_PROGRESS"), ev(5, "completed", state="DONE", prev="DONE"),
+              ev(6, "failed", task="ORCH-2", key="k2", state="FAILED", prev="IN_PROGRESS",
+                 error="HTTP 503: Service Unavailable", detail="x" * 300),
+              ev(7, "cancelled", task="ORCH-2", key="k2", state="CANCELLED", prev="FAILED", actor=None)]
+    dup = invariants.no_duplicate_execution(events, {"k1": 1})
+    assert not dup.passed and dup.evidence.tasks == ("ORCH-1",) and dup.evidence.seqs == (3, 5)
+    gaps = invariants.gap_free(events, 1, [(e["seq"], e["event"]) for e in events])
+    assert not gaps.passed and gaps.evidence.seqs == (4,)
+    lost = invariants.nothing_lost(events, {"ORCH-1": "DONE", "ORCH-3": "PENDING"})
+    assert not lost.passed and "ORCH-3" in lost.evidence.tasks
+    raw = invariants.classes_closed(events, {"ORCH-2": "HTTP 503: Service Unavailable"})
+    assert not raw.passed and raw.evidence.seqs == (6,) and raw.evidence.tasks == ("ORCH-2",)
+    ops = invariants.operator_actions_recorded(events, [{"action": "retry", "task": "ORCH-2", "actor": "me",
+                                                         "notes": None}])
+    assert not ops.passed and ops.evidence.tasks == ("ORCH-2",) and ops.evidence.seqs == (7,)
+    assert not invariants.no_unsafe_hooks(["ORCH_TEST_UNSAFE_NO_FENCING"]).passed
