@@ -290,7 +290,8 @@ SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at,
 WHERE key = ?;
 
 -- name: task_row_by_id
-SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at, updated_at FROM tasks
+SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at, updated_at,
+    heartbeat_at, lease_until, budget, plan FROM tasks
 WHERE id = ?;
 
 -- name: first_id_enqueued_since

@@ -58,10 +58,16 @@ class TaskFilter:
 
 
 def row_doc(row: sqlite3.Row, origin: float = 0.0) -> dict[str, Any]:
-    return {"id": task_name(row["id"]), "key": row["key"], "state": row["state"], "attempt": row["attempt"],
-            "max_attempts": row["max_attempts"], "epoch": row["epoch"], "worker": row["worker"],
-            "error": row["error"], "enqueued_t": round(row["enqueued_at"] - origin, 3),
-            "updated_t": round(row["updated_at"] - origin, 3)}
+    doc = {"id": task_name(row["id"]), "key": row["key"], "state": row["state"], "attempt": row["attempt"],
+           "max_attempts": row["max_attempts"], "epoch": row["epoch"], "worker": row["worker"],
+           "error": row["error"], "enqueued_t": round(row["enqueued_at"] - origin, 3),
+           "updated_t": round(row["updated_at"] - origin, 3)}
+    if "heartbeat_at" in row.keys():  # one task's view: its lease (heartbeats are not events)
+        for name in ("heartbeat_at", "lease_until"):
+            doc[name.replace("_at", "_t").replace("_until", "_until_t")] = (
+                None if row[name] is None else round(row[name] - origin, 3))
+        doc.update(budget=row["budget"], plan=row["plan"])
+    return doc
 
 
 def page_query(f: TaskFilter) -> str:

@@ -132,8 +132,8 @@ def queue_home(home):
         for lease in q.lease("w1", limit=12):
             if lease.task <= 8:
                 q.fail(lease.task, lease.epoch, "w1", "param_error")
-            else:
-                q.complete(lease.task, lease.epoch, "w1")
+            elif lease.task < 12:
+                q.complete(lease.task, lease.epoch, "w1")  # ORCH-12 stays IN_PROGRESS under its lease
     return home
 
 
@@ -154,6 +154,8 @@ def test_tasks_api_pages_and_timeline(children, orch_cmd, clean_env, queue_home)
         timeline = served.get_json("/api/tasks/ORCH-2")
         assert [e["event"] for e in timeline["events"]] == ["enqueued", "leased", "failed"]
         assert timeline["events"][1]["epoch"] == 1
+        held = served.get_json("/api/tasks/ORCH-12")["task"]
+        assert held["state"] == "IN_PROGRESS" and held["heartbeat_t"] is not None and held["lease_until_t"] > 0
         status, body, _ = served.request("GET", "/api/tasks/ORCH-999")
         assert status == 404 and b"no task ORCH-999" in body
         status, body, _ = served.request("GET", "/api/tasks?state=NOPE")

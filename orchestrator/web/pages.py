@@ -122,7 +122,8 @@ async function search(more) {
 async function show(id) {
   const r = await fetch('/api/tasks/' + encodeURIComponent(id)); const d = await r.json();
   if (!r.ok) { $('timeline').innerHTML = `<p class="err">${esc(d.error)}</p>`; return; }
-  $('timeline').innerHTML = `<h2>Timeline of ${esc(id)} (${esc(d.task.state)})</h2><table><tr><th>seq</th><th>soak s</th><th>event</th><th>state</th><th>epoch</th><th>worker</th><th>error</th><th>actor</th><th>notes / details</th></tr>` +
+  const lease = d.task.state === 'IN_PROGRESS' ? ` lease epoch ${d.task.epoch} held by ${esc(d.task.worker)}, last heartbeat at soak ${esc(d.task.heartbeat_t)} s, lease until ${esc(d.task.lease_until_t)} s` : '';
+  $('timeline').innerHTML = `<h2>Timeline of ${esc(id)} (${esc(d.task.state)})</h2><p>${esc(d.task.key)}; attempt ${d.task.attempt}/${d.task.max_attempts}${lease}</p><table><tr><th>seq</th><th>soak s</th><th>event</th><th>state</th><th>epoch</th><th>worker</th><th>error</th><th>actor</th><th>notes / details</th></tr>` +
     d.events.map(e => `<tr><td>${e.seq}</td><td>${e.t}</td><td>${esc(e.event)}</td><td>${esc(e.prev)} &rarr; ${esc(e.state)}</td><td>${esc(e.epoch)}</td><td>${esc(e.worker)}</td><td>${esc(e.error)}</td><td>${esc(e.actor)}</td>` +
     `<td>${esc([e.notes, e.backoff != null ? 'backoff ' + e.backoff + ' s' : null, e.stale_epoch != null ? 'stale epoch ' + e.stale_epoch + ' (' + e.call + ')' : null, e.detail].filter(x => x).join('; '))}</td></tr>`).join('') + '</table>';
 }
