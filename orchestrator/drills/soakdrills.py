@@ -62,7 +62,7 @@ def _soak_t(run) -> float:
 
 @drill("supervisor-restart", "kill -9 of the soak supervisor a third of the way into a run; then "
        "`orch soak resume`", "no arrival lost or enqueued twice; the gap is logged (run_resumed); the run "
-       "finishes and every task ends", uses_soak=True)
+       "finishes and every task ends", uses_soak=True, speed=SOAK_SPEED)
 def supervisor_restart(h) -> None:
     sup = _start(h, _profile(h, 3600.0))
     h.wait(lambda: h.home.db.exists() and _run(h) is not None and _run(h).next_arrival >= 40, 20 * 3600)
@@ -102,7 +102,7 @@ def supervisor_restart(h) -> None:
 
 @drill("log-pipeline-drop", "SIGSTOP of the soak's log shipper process (alive, shipping nothing)",
        "the abort rule for missing logs (rule 5) fires within 15 soak minutes of the last shipped line; the "
-       "incident record names it; the wind-down ships the rest, gap-free", uses_soak=True)
+       "incident record names it; the wind-down ships the rest, gap-free", uses_soak=True, speed=SOAK_SPEED)
 def log_pipeline_drop(h) -> None:
     h.expected_aborts = {5}
     sup = _start(h, _profile(h, 4 * 3600.0))
