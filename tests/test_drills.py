@@ -213,3 +213,22 @@ def test_invariants_name_their_evidence():
                                                          "notes": None}])
     assert not ops.passed and ops.evidence.tasks == ("ORCH-2",) and ops.evidence.seqs == (7,)
     assert not invariants.no_unsafe_hooks(["ORCH_TEST_UNSAFE_NO_FENCING"]).passed
+
+
+def test_supervisor_restart_reports_arrivals_lost_by_a_recovery_that_does_not_resume(tmp_path, monkeypatch):
+    from orchestrator.drills import soakdrills
+
+    monkeypatch.setattr(soakdrills, "RESUME", ("soak", "stop"))  # closes the run: later arrivals never come
+    results, path = run_drills([base.get("supervisor-restart")], str(tmp_path / "home"), 14)
+    assert not results[0].passed
+    bad = failing(path.read_text())
+    row = bad["no arrival lost or doubled"]
+    assert re.search(r"\d+ enqueued, \d+ distinct keys, [1-9]\d* lost — evidence: lost arrivals \[\d+", row), row
+
+
+def test_operator_runbook_reports_a_refused_step(tmp_path, orch_cmd, clean_env):
+    # the tasks end before the on-call acts: `ops.py cancel` is refused (exit 4) and the drill says so
+    code, report, bad = run_drill(orch_cmd, clean_env, tmp_path, "operator-runbook",
+                                  ORCH_TEST_UNSAFE_DRILL_HANDLER="drill_breakers:instant")
+    assert code == 1
+    assert bad["cancel"].startswith("exit 4: Error: ORCH-1 is DONE") and "0 `cancelled`" in bad["cancel"]

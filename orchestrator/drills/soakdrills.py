@@ -21,6 +21,7 @@ from .base import drill
 
 H = "orchestrator.drills.handlers:"
 SOAK_SPEED = 720.0
+RESUME = ("soak", "resume")  # how the drill recovers the run (a test swaps it to show a lossy recovery fails)
 
 
 def _profile(h, duration: float, **changes) -> Path:
@@ -75,7 +76,7 @@ def supervisor_restart(h) -> None:
     h.check("kill -9 the supervisor", f"SIGKILL pid {sup.pid} after {at} of {planned} arrivals",
             "it dies; the run is left `running` with its supervisor gone", f"exit {code}",
             code == -signal.SIGKILL)
-    resume = h.spawn(h.orch("soak", "resume", "--home", str(h.home.root)), "soak-resume")
+    resume = h.spawn(h.orch(*RESUME, "--home", str(h.home.root)), "soak-resume")
     try:
         rc = resume.wait(25)
     except subprocess.TimeoutExpired:
