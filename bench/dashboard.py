@@ -29,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,12 +174,77 @@ def soak_bench(speed: float) -> dict:
             "points": points, "backfill_s": backfill, "run": tiles, "load": os.getloadavg()}
 
 
+def replay_bench(minutes: int = 72 * 60, per_minute: int = 5) -> dict:
+    """A whole 72h-length log written into a home minute by minute while `orch soak serve` follows
+    it (no soak processes, so the machine's load cannot cut the run short): the server's RSS after
+    the first soak hour and at the end, and the SSE backfill of all 4,320 points."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from sli_logs import LogBuilder
+
+    home = Path(tempfile.mkdtemp(prefix="dashreplay-"))
+    log = home / "logs" / "soak" / "soak_72h_replay.jsonl"
+    log.parent.mkdir(parents=True)
+    b = LogBuilder()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    serve = subprocess.Popen([sys.executable, "-m", "orchestrator", "soak", "serve", "--port", "0", "--home",
+                              str(home)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT, text=True)
+    port = int(serve.stdout.readline().split()[1].rstrip("/").rsplit(":", 1)[1])
+    ps = psutil.Process(serve.pid)
+    tick = threading.Event()
+    written = 0
+    rss_1h = rss_max = 0
+    try:
+        with open(log, "wb") as fh:
+            for m in range(minutes):
+                for k in range(per_minute):
+                    t = m * 60.0 + k * (60.0 / per_minute) + 1
+                    task = b.enqueue(t)
+                    b.lease(task, t + 0.5)
+                    (b.fail if (m * per_minute + k) % 211 == 0 else b.complete)(task, t + 2)
+                if m == minutes - 1:
+                    b.finish(minutes * 60.0 + 5)
+                if m == 0:
+                    fh.write(orjson.dumps(b.header) + b"\n")
+                fh.write(b"".join(orjson.dumps(e) + b"\n" for e in b.events[written:]))
+                fh.flush()
+                written = len(b.events)
+                if m % 60 == 59:  # an hour of log, then let the server catch up (as a 4320x run would)
+                    want = m + 1
+                    while _points(port) < want - 1:
+                        tick.wait(0.05)
+                    rss = ps.memory_info().rss
+                    rss_max = max(rss_max, rss)
+                    if m == 59:
+                        rss_1h = rss
+        while not (_overview(port) or {}).get("complete"):
+            tick.wait(0.1)
+        rss_end = ps.memory_info().rss
+        points = _points(port)
+        start = time.perf_counter()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        conn.request("GET", "/events")
+        resp = conn.getresponse()
+        got = 0
+        while got < points:
+            if resp.fp.readline().startswith(b"event: point"):
+                got += 1
+        backfill = time.perf_counter() - start
+        conn.close()
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
+    return {"events": len(b.events), "rss_1h": rss_1h, "rss_end": rss_end, "rss_max": max(rss_max, rss_end),
+            "points": points, "backfill_s": backfill, "log_mb": log.stat().st_size / 1e6}
+
+
+def _points(port: int) -> int:
+    return _overview(port, "points") or 0
+
+
 def _overview(port: int, key: str = "tiles"):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         conn.request("GET", "/api/overview")
-        import orjson
-
         return orjson.loads(conn.getresponse().read())[key]
     except (OSError, ValueError):
         return None
@@ -202,6 +268,7 @@ def main() -> None:
     rows = []
     for n in (int(x) for x in args.sizes.split(",")):
         rows += search_bench(n, args.reps)
+    replay = None if args.no_soak else replay_bench()
     soak = None if args.no_soak else soak_bench(args.speed)
     lines = ["# On-call view benchmark (bench/dashboard.py)", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other people's tests: timings are "
@@ -213,8 +280,18 @@ def main() -> None:
     lines += [f"| {n:,} | {label} | {p50:.1f} | {p95:.1f} |" for n, label, p50, p95 in rows]
     worst = max(rows, key=lambda r: r[3])
     lines += ["", f"Worst p95: {worst[3]:.1f} ms ({worst[1]} at {worst[0]:,} tasks); target 200 ms at one million.", ""]
+    mb = 1024 * 1024
+    if replay:
+        lines += ["## The server following a whole 72h-length log", "",
+                  f"A 72h log ({replay['events']:,} events, {replay['log_mb']:.1f} MB, 5 tasks a soak minute) written "
+                  "an hour at a time while `orch soak serve` follows it (no soak processes: the machine's load cannot "
+                  "end the run early).", "",
+                  "| server RSS after the first soak hour | at the end | max | end / first hour |", "|---:|---:|---:|---:|",
+                  f"| {replay['rss_1h'] / mb:.1f} MB | {replay['rss_end'] / mb:.1f} MB | {replay['rss_max'] / mb:.1f} MB | "
+                  f"{replay['rss_end'] / replay['rss_1h']:.2f} |", "",
+                  f"SSE backfill of the whole run for a fresh client: {replay['points']:,} points in "
+                  f"{replay['backfill_s'] * 1000:.0f} ms.", ""]
     if soak:
-        mb = 1024 * 1024
         ratio = soak["rss_end"] / soak["rss_1h"] if soak["rss_1h"] else float("nan")
         lines += ["## An accelerated 72h soak with the server beside it", "",
                   f"`orch soak start --profile 72h --speed {soak['speed']:g}` (exit {soak['exit']}) and "
