@@ -14,6 +14,7 @@ from typing import Any, Callable
 import click
 import orjson
 
+LIVE = frozenset({"starting", "running"})  # the run may still change: keep watching
 STATES = ("PENDING", "IN_PROGRESS", "BLOCKED", "DONE", "FAILED", "CANCELLED")
 
 
@@ -60,7 +61,7 @@ def watch(fetch: Callable[[], dict[str, Any] | None], every: float, count: int |
                 click.echo(orjson.dumps(doc).decode())
             else:
                 click.echo(plain_line(doc))
-            if doc is None or doc["status"] != "running" or (count is not None and n >= count):
+            if doc is None or doc["status"] not in LIVE or (count is not None and n >= count):
                 return
             tick.wait(every)
     except KeyboardInterrupt:
