@@ -63,6 +63,7 @@ def test_drill_all_passes_within_five_minutes(tmp_path, orch_cmd, clean_env):
     home = tmp_path / "home"
     proc = subprocess.run(orch_cmd("drill", "all", "--home", str(home)), capture_output=True, text=True,
                           timeout=360, env=clean_env())
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     report = report_of(home)
     assert proc.returncode == 0, proc.stdout + proc.stderr + "\n" + "\n".join(failing(report).values())
     assert [line.split(":")[0] for line in proc.stdout.splitlines()[:-1]] == ALL

@@ -140,9 +140,11 @@ class Harness:
             self.first_seq = self.queue.last_seq() + 1
             return
         with Queue(self.home.db) as probe:
-            self.run = RunStore(probe).create(
-                self.prefix, drill_profile(drill, 3600.0).to_dict(), seed, drill.speed, time.time(),
-                self.log_path, None)
+            store = RunStore(probe)
+            self.run = store.create(self.prefix, drill_profile(drill, 3600.0).to_dict(), seed, drill.speed,
+                                    time.time(), self.log_path, None)
+            if self.run.status != "running":  # a run is created `starting`; its clock runs from here
+                self.run = store.go(self.run.id, time.time())
         self.clock = Clock(self.run.origin, self.run.speed)
         self.first_seq = self.run.first_seq
         write_header(self.log_path, header_line(self.run, {"arrivals": 0, "faults": {}, "bursts": []}, 0))
@@ -318,6 +320,8 @@ class Harness:
         self.recoveries.append(Recovery(what, None if soak_seconds is None else round(soak_seconds, 1)))
 
     def log_events(self) -> list[dict]:
+        if not self.log_path.exists():
+            return []
         lines = self.log_path.read_bytes().splitlines()
         return [orjson.loads(x) for x in lines[1:]]
 

@@ -86,6 +86,8 @@ def gap_free(events: list[dict], first_seq: int, db_events: list[tuple[int, str]
             missing.extend(range(expect, s) if s > expect else [s])
         expect = max(expect, s + 1)
         seen.add(s)
+    if not seqs:
+        missing = [first_seq]  # no log at all: nothing can be shown to be whole
     log_pairs = [(e["seq"], e["event"]) for e in events]
     differ = sorted({s for s, _ in set(log_pairs) ^ set(db_events)})
     bad = sorted(set(missing) | set(differ))

@@ -66,7 +66,11 @@ def run_one(drill: Drill, report_home: Home, folder: Path, seed: int, run_id: st
         result.scenario.append(Check(
             "time limit", "the whole drill", f"at most {DRILL_WALL_LIMIT:g} s of wall time",
             f"{result.wall:.1f} s", result.wall <= DRILL_WALL_LIMIT, Evidence()))
-        result.invariants = check_all(h)
+        try:
+            result.invariants = check_all(h)
+        except Exception as exc:  # a report is written whatever happens; this is its FAIL row
+            result.invariants = [Check("invariants checked", "after the drill", "the checks run", describe(exc),
+                                       False, Evidence())]
         result.recoveries = list(h.recoveries)
         result.log = h.log_path
     finally:

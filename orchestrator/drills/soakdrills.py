@@ -39,12 +39,22 @@ def _start(h, profile: Path) -> subprocess.Popen:
     if h.handler_hook:
         argv += ["--handler", h.handler_hook]
     h.clock = Clock(speed=SOAK_SPEED)  # the drill's waits are in the soak's seconds
+    h.earlier_run = _latest(h)  # a shared home (--home) may hold earlier runs: not this drill's
     return h.spawn(argv, "soak-start")
 
 
-def _run(h):
+def _latest(h):
+    if not h.home.db.exists():
+        return None
     with Queue(h.home.db) as queue:
         return RunStore(queue).latest()
+
+
+def _run(h):
+    """The run this drill started (None until it exists)."""
+    run = _latest(h)
+    before = getattr(h, "earlier_run", None)
+    return None if run is None or (before is not None and run.id == before.id) else run
 
 
 def _adopt(h, run) -> None:
@@ -66,7 +76,7 @@ def _soak_t(run) -> float:
        "finishes and every task ends", uses_soak=True, speed=SOAK_SPEED)
 def supervisor_restart(h) -> None:
     sup = _start(h, _profile(h, 3600.0))
-    h.wait(lambda: h.home.db.exists() and _run(h) is not None and _run(h).next_arrival >= 40, 20 * 3600)
+    h.wait(lambda: _run(h) is not None and _run(h).next_arrival >= 40, 20 * 3600)
     run = _run(h)
     planned = orjson.loads(Path(run.log_path).read_bytes().splitlines()[0])["manifest"]["arrivals"]
     at = run.next_arrival
@@ -107,9 +117,9 @@ def supervisor_restart(h) -> None:
 def log_pipeline_drop(h) -> None:
     h.expected_aborts = {5}
     sup = _start(h, _profile(h, 4 * 3600.0))
-    pids = h.wait(lambda: next(iter((h.home.root / "run").glob("*/pids.json")), None), 20 * 3600)
-    h.wait(lambda: pids and "shipper" in pids.read_text(), 3600)
-    run = _run(h)
+    run = h.wait(lambda: _run(h), 20 * 3600)
+    pids = h.home.root / "run" / run.id / "pids.json"
+    h.wait(lambda: pids.exists() and "shipper" in pids.read_text(), 3600)
     h.wait(lambda: run is not None and Path(run.log_path).exists()
            and len(Path(run.log_path).read_bytes().splitlines()) > 20, 3600)
     shipper = orjson.loads(pids.read_bytes())["shipper"]["pid"]
