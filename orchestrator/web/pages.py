@@ -51,7 +51,8 @@ function drawCharts() {
   const th = S.tiles ? S.tiles.moving.threshold : 0.95;
   chart($('chart-moving'), '30-min moving success (%)', [{label: 'moving success', values: S.points.map(p => p.moving == null ? null : p.moving * 100)}],
         {min: Math.min(90, ...S.points.filter(p => p.moving != null).map(p => p.moving * 100)), max: 100.5, lines: [{y: th * 100, label: 'abort line ' + (th * 100) + ' %'}]});
-  chart($('chart-states'), 'Tasks by state over time', STATES.map((s, i) => ({label: s, values: S.points.map(p => p.counts[i])})), {});
+  chart($('chart-states'), 'Open tasks by state over time', STATES.slice(0, 3).map((s, i) => ({label: s, values: S.points.map(p => p.counts[i])})), {});
+  chart($('chart-ended'), 'Ended tasks by state over time', STATES.slice(3).map((s, i) => ({label: s, color: COLORS[i + 3], values: S.points.map(p => p.counts[i + 3])})), {});
   $('npoints').textContent = S.points.length;
 }
 function tile(label, value, sub, cls) { return `<div class="tile"><small>${esc(label)}</small><b class="${cls || ''}">${esc(value)}</b><small>${esc(sub || '')}</small></div>`; }
@@ -158,7 +159,7 @@ def overview(allow_actions: bool) -> str:
     return (_head("Soak overview") + '<p id="error" class="err"></p><div class="tiles" id="tiles">waiting for the log...</div>'
             '<h2>Abort rules</h2><table id="rules"></table>'
             '<h2>Charts (<span id="npoints">0</span> points, one per soak minute)</h2>'
-            '<div id="chart-moving"></div><div id="chart-states"></div>'
+            '<div id="chart-moving"></div><div id="chart-states"></div><div id="chart-ended"></div>'
             '<h2>Leases in flight and heartbeat ages</h2><table id="leases"></table>'
             '<h2>Faults injected vs observed</h2><table id="faults"></table>'
             '<h2>Error budget and burn rates (window pairs scaled to the run)</h2><table id="budget"></table>'
