@@ -120,8 +120,13 @@ def lock_requester(sock_path: Path, clock: Clock, task: str):
     return request
 
 
-def run_agent(db: Path, sock_path: Path) -> int:
-    queue = Queue(db)
+def run_agent(db: Path, run_id: str, sock_path: Path, folder: Path) -> int:
+    from .runs import join
+
+    run = join(db, run_id, "agent", folder)
+    if run is None:
+        return 0
+    queue = Queue(db, run.clock)
     agent = Agent(queue, sock_path)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop.set())
     try:

@@ -73,12 +73,22 @@ class Pool:
 
     def start_worker(self, name: str) -> Proc:
         cfg = self.config
-        argv = self._orch("worker", "--name", name, "--handler", cfg.handler, "--ttl", repr(cfg.ttl),
+        argv = self._orch("worker", "--run", cfg.run_id, "--name", name, "--handler", cfg.handler, "--ttl", repr(cfg.ttl),
                           "--poll", repr(cfg.poll), "--batch", str(cfg.batch), "--no-reap",
                           "--lock-socket", str(cfg.lock_socket))
         if cfg.inflight_cap:
             argv += ["--cap", str(cfg.inflight_cap)]
         return self._spawn(name, "worker", argv)
+
+    def wait_ready(self, wall_timeout: float = 60.0) -> list[str]:
+        """Wait until every process has said it is ready (or died); returns the names not ready."""
+        deadline = time.monotonic() + wall_timeout
+        while True:
+            late = [p.name for p in self.procs.values()
+                    if p.popen.poll() is None and not (self.config.folder / f"{p.name}.ready").exists()]
+            if not late or time.monotonic() > deadline:
+                return late
+            time.sleep(0.01)
 
     def respawn(self, proc: Proc) -> Proc:
         return self._spawn(proc.name, proc.role, proc.argv)

@@ -223,8 +223,15 @@ SELECT * FROM runs WHERE status = 'running' ORDER BY started_wall DESC LIMIT 1;
 -- name: insert_run
 INSERT INTO runs (id, profile_name, profile, seed, speed, origin, started_wall, started_soak, status,
                   first_seq, shipped_seq, supervisor_pid, commit_sha, log_path, inflight_cap)
-VALUES (:id, :profile_name, :profile, :seed, :speed, :origin, :started_wall, :started_soak, 'running',
+VALUES (:id, :profile_name, :profile, :seed, :speed, :origin, :started_wall, :started_soak, 'starting',
         :first_seq, :first_seq, :supervisor_pid, :commit_sha, :log_path, :inflight_cap);
+
+-- name: current_run
+SELECT * FROM runs WHERE status IN ('starting', 'running') ORDER BY started_wall DESC LIMIT 1;
+
+-- name: start_run
+UPDATE runs SET status = 'running', origin = :origin, started_wall = :origin, started_soak = :origin
+WHERE id = :id AND status = 'starting';
 
 -- name: run_by_id
 SELECT * FROM runs WHERE id = ?;

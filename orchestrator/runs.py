@@ -6,6 +6,7 @@ import os
 import secrets
 import sqlite3
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,7 +31,7 @@ class Run:
     origin: float
     started_wall: float
     started_soak: float
-    status: str  # running | finished | stopped | aborted
+    status: str  # starting | running | finished | stopped | aborted
     first_seq: int
     next_arrival: int
     next_dup: int
@@ -53,6 +54,12 @@ class Run:
 def new_run_id(seed: int) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-s{seed}-{secrets.token_hex(2)}"
+
+
+def mark_ready(folder: Path, name: str) -> None:
+    """A run's process says it has started (imports done, database open)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.ready").touch()
 
 
 def commit_sha() -> str | None:
@@ -92,7 +99,7 @@ class RunStore:
     def create(self, run_id: str, profile: dict, seed: int, speed: float, origin: float, log_path: Path,
                inflight_cap: int | None) -> Run:
         def tx(conn: sqlite3.Connection) -> None:
-            if conn.execute(q("active_run")).fetchone() is not None:
+            if conn.execute(q("current_run")).fetchone() is not None:
                 raise Refused("a soak run is already in progress in this home (see `orch soak status`)")
             conn.execute(q("insert_run"), {
                 "id": run_id, "profile_name": profile["name"], "profile": orjson.dumps(profile).decode(),
@@ -115,8 +122,29 @@ class RunStore:
         return None if row is None else Run.from_row(row)
 
     def active(self) -> Run | None:
+        """The run whose clock is running."""
         row = self.queue.conn.execute(q("active_run")).fetchone()
         return None if row is None else Run.from_row(row)
+
+    def current(self) -> Run | None:
+        """The run starting or running (its supervisor may be gone)."""
+        row = self.queue.conn.execute(q("current_run")).fetchone()
+        return None if row is None else Run.from_row(row)
+
+    def go(self, run_id: str, origin: float) -> Run:
+        """Start the run's clock: soak time 0 is wall time `origin` (its pool is ready)."""
+        self.queue.write(lambda conn: conn.execute(q("start_run"), {"origin": origin, "id": run_id}))
+        return self.get(run_id)
+
+    def wait_started(self, run_id: str, wall_timeout: float = 120.0) -> Run:
+        """For a run's processes: wait until its clock runs (or the run is over)."""
+        deadline = time.monotonic() + wall_timeout
+        pause = threading.Event()
+        while True:
+            run = self.get(run_id)
+            if run.status != "starting" or time.monotonic() > deadline:
+                return run
+            pause.wait(0.005)
 
     def cursor_update(self, run_id: str, next_arrival: int, next_dup: int):
         """A function that advances the arrival cursors inside an enqueue's transaction."""
@@ -130,3 +158,15 @@ class RunStore:
     def end(self, run_id: str, status: str, verdict: str | None) -> None:
         self.queue.write(lambda conn: conn.execute(
             q("end_run"), {"status": status, "wall": time.time(), "verdict": verdict, "id": run_id}))
+
+
+def join(db: Path, run_id: str, name: str, folder: Path) -> Run | None:
+    """What a run's process does first: say it is ready, then wait for the run's clock to start.
+    Returns the running run, or None when the run is over (or never started)."""
+    from .clock import WALL
+
+    with Queue(db, WALL, create=False) as probe:
+        store = RunStore(probe)
+        mark_ready(folder, name)
+        run = store.wait_started(run_id)
+    return run if run.status == "running" else None

@@ -16,7 +16,7 @@ import orjson
 
 from .clock import iso_utc
 from .queue import Queue, task_name
-from .runs import Run, RunStore
+from .runs import Run, RunStore, join
 
 FIELDS = ("seq", "t", "wall", "event", "task", "key", "state", "prev", "attempt", "epoch", "worker", "error",
           "actor", "notes")
@@ -117,10 +117,12 @@ class Shipper:
                 self.stop.wait(self.pause)
 
 
-def run_shipper(db: Path, run_id: str) -> int:
-    queue = Queue(db)
+def run_shipper(db: Path, run_id: str, folder: Path) -> int:
+    run = join(db, run_id, "shipper", folder)
+    if run is None:
+        return 0
+    queue = Queue(db, run.clock)
     try:
-        run = RunStore(queue).get(run_id)
         shipper = Shipper(queue, run)
         signal.signal(signal.SIGTERM, lambda *_: shipper.stop.set())
         return shipper.run()

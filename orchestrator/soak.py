@@ -17,10 +17,8 @@ from .pool import stop_leftovers
 from .profiles import Profile
 from .queue import Queue
 from .runs import Run, RunStore, new_run_id, pid_alive
-from .shipper import header_line, link_latest, write_header
 from .supervisor import Outcome, SoakOptions, Supervisor
 
-WARMUP_WALL = 1.5  # wall seconds between the run's creation and t=0: the pool starts meanwhile
 
 
 @dataclass(frozen=True)
@@ -43,19 +41,17 @@ def start(home: Home, req: StartRequest) -> Outcome:
         manifest = arrivals.manifest(req.profile, plan, req.seed)
         run_id = new_run_id(req.seed)
         log_path = home.logs / f"soak_{req.profile.name}_{run_id}.jsonl"
-        origin = time.time() + WARMUP_WALL
-        run = store.create(run_id, req.profile.to_dict(), req.seed, req.speed, origin, log_path,
+        # `starting`: the clock's origin is set when the pool is ready (Supervisor.run)
+        run = store.create(run_id, req.profile.to_dict(), req.seed, req.speed, time.time(), log_path,
                            req.profile.inflight_cap or None)
-    write_header(log_path, header_line(run, manifest, req.workers))
-    link_latest(log_path, req.profile.name)
     sup = Supervisor(home, run, req.profile, plan, SoakOptions(workers=req.workers, handler=req.handler,
-                                                               live=req.live))
+                                                               live=req.live), manifest=manifest)
     sup.install_signals()
     return sup.run()
 
 
 def _refuse_if_active(store: RunStore) -> None:
-    active = store.active()
+    active = store.current()
     if active is None:
         return
     if pid_alive(active.supervisor_pid):
@@ -67,7 +63,7 @@ def _refuse_if_active(store: RunStore) -> None:
 
 def _interrupted(home: Home) -> tuple[Run, Profile]:
     with Queue(home.db, WALL, create=False) as queue:
-        run = RunStore(queue).active()
+        run = RunStore(queue).current()
     if run is None:
         raise Refused("no soak run to resume in this home")
     if pid_alive(run.supervisor_pid):
@@ -80,6 +76,8 @@ def _take_over(home: Home, run: Run, profile: Profile, workers: int, handler: st
     stop_leftovers(home.runtime / run.id)
     sup = Supervisor(home, run, profile, arrivals.plan(profile, run.seed),
                      SoakOptions(workers=workers, handler=handler, live=live))
+    if run.status == "starting":  # died before its clock started: the new supervisor starts it
+        return sup
     queue = sup._queue()
     last = queue.last_event_t()
     gap = round(sup.clock.now() - last, 3) if last is not None else None
@@ -98,17 +96,22 @@ def stop(home: Home, wall_timeout: float = 120.0) -> str:
     """Stop the run in progress: SIGTERM its supervisor, or close an interrupted run here."""
     with Queue(home.db, WALL, create=False) as queue:
         store = RunStore(queue)
-        run = store.active()
+        run = store.current()
         if run is None:
             raise Refused("no soak run in progress in this home")
         if pid_alive(run.supervisor_pid):
             os.kill(run.supervisor_pid, signal.SIGTERM)
             deadline = time.monotonic() + wall_timeout
-            while store.get(run.id).status == "running":
+            while store.get(run.id).status in ("starting", "running"):
                 if time.monotonic() > deadline:
                     raise Refused(f"supervisor PID {run.supervisor_pid} did not stop within {wall_timeout:g}s")
                 time.sleep(0.1)
             return f"stopped run {run.id} (verdict {store.get(run.id).verdict})"
+    if run.status == "starting":  # its supervisor died before the clock started: nothing ran
+        stop_leftovers(home.runtime / run.id)
+        with Queue(home.db, WALL) as queue:
+            RunStore(queue).end(run.id, "stopped", "STOPPED")
+        return f"closed run {run.id}, which never started (verdict STOPPED)"
     profile = profiles.from_dict(run.profile)
     sup = _take_over(home, run, profile, 0, "orchestrator.handlers:synthetic", False, "run_resumed")
     sup.stop_reason = "stopped by operator (supervisor was gone)"
@@ -123,8 +126,9 @@ def status(home: Home) -> dict | None:
             return None
         clock: Clock = run.clock
         alive = pid_alive(run.supervisor_pid)
-        state = run.status if (run.status != "running" or alive) else "interrupted"
-        end_soak = clock.now() if run.status == "running" else run.started_soak + (
+        live = run.status in ("starting", "running")
+        state = run.status if (not live or alive) else "interrupted"
+        end_soak = clock.now() if live else run.started_soak + (
             (run.ended_wall or run.started_wall) - run.started_wall) * run.speed
         doc = queue.status(recent=5)
         return {

@@ -8,10 +8,13 @@ and winds the run down on the end, an abort, or a stop signal.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from .profiles import Profile
 from .progress import Progress
 from .queue import Queue, task_name
 from .runs import Run, RunStore
-from .shipper import Shipper
+from .shipper import Shipper, header_line, link_latest, write_header
 from .model import QueueConfig
 from .report import write_incident, write_summary
 from .sli import Aggregator, LogTail, log_abort
@@ -61,8 +64,10 @@ class Outcome:
 
 
 class Supervisor:
-    def __init__(self, home: Home, run: Run, profile: Profile, plan: Plan, options: SoakOptions):
+    def __init__(self, home: Home, run: Run, profile: Profile, plan: Plan, options: SoakOptions,
+                 manifest: dict | None = None):
         self.home = home
+        self.manifest = manifest if manifest is not None else arrivals.manifest(profile, plan, run.seed)
         self.run_rec = run
         self.profile = profile
         self.plan = plan
@@ -295,9 +300,26 @@ class Supervisor:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
+    def start_clock(self) -> None:
+        """A new run: once the pool is ready, write the log's first line and start the soak
+        clock (t = 0), so no arrival waits for a worker that is still starting."""
+        late = self.pool.wait_ready()
+        if late:
+            print(f"warning: not ready after 60 s: {', '.join(late)}", file=sys.stderr, flush=True)
+        origin = time.time()
+        path = Path(self.run_rec.log_path)
+        provisional = dataclasses.replace(self.run_rec, origin=origin, started_wall=origin, started_soak=origin)
+        write_header(path, header_line(provisional, self.manifest, self.options.workers))
+        link_latest(path, self.profile.name)
+        self.run_rec = self.store.go(self.run_rec.id, origin)
+        self.clock = self.run_rec.clock
+        self._queue().use_clock(self.clock)
+
     def run(self) -> Outcome:
         self.store.set_supervisor(self.run_rec.id, os.getpid())
         self.pool.start()
+        if self.run_rec.status == "starting":
+            self.start_clock()
         sched = self.scheduler()
         sched.start()
         progress = Progress(self, live=self.options.live)

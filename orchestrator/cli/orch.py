@@ -14,7 +14,7 @@ from ..handlers import load_handler
 from ..home import Home
 from ..model import QueueConfig
 from ..queue import Queue, parse_payload
-from ..runs import RunStore
+from ..runs import RunStore, join
 from ..worker import WorkerConfig, run_worker
 from .common import (Group, actor_option, home_option, json_option, open_queue, print_json, require_notes,
                      resolve_actor, task_id_arg)
@@ -69,10 +69,15 @@ def enqueue(key, payload, budget, actor, home, as_json):
 @click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Exit after this many tasks.")
 @click.option("--synchronous", type=click.Choice(["NORMAL", "FULL"]), default="NORMAL", show_default=True)
 @click.option("--lock-socket", default=None, hidden=True, help="The soak chaos agent's socket.")
+@click.option("--run", "run_id", default=None, hidden=True, help="Join this soak run: wait for its clock.")
 @home_option
-def worker(handler, name, batch, ttl, poll, cap, reap, idle_exit, max_tasks, synchronous, lock_socket, home):
+def worker(handler, name, batch, ttl, poll, cap, reap, idle_exit, max_tasks, synchronous, lock_socket, run_id,
+           home):
     load_handler(handler)  # refuse a bad handler before touching the database
     home_ = Home.resolve(home).ensure()
+    name = name or f"{socket.gethostname()}-{os.getpid()}"
+    if run_id is not None and join(home_.db, run_id, name, home_.runtime / run_id) is None:
+        return  # the run is over
     config = QueueConfig(lease_ttl=ttl, inflight_cap=cap, synchronous=synchronous)
     with Queue(home_.db, config=config) as probe:  # the run's clock and retry policy, if a run is on
         clock = probe.clock
@@ -80,7 +85,7 @@ def worker(handler, name, batch, ttl, poll, cap, reap, idle_exit, max_tasks, syn
     if run is not None:
         config = dataclasses.replace(config, retry=profiles.from_dict(run.profile).retry.policy())
     wcfg = WorkerConfig(
-        name=name or f"{socket.gethostname()}-{os.getpid()}", handler=handler, batch=batch, poll=poll,
+        name=name, handler=handler, batch=batch, poll=poll,
         reap_every=ttl / 2 if reap else None, idle_exit=idle_exit, max_tasks=max_tasks, lock_socket=lock_socket,
     )
     raise SystemExit(run_worker(home_.db, clock, config, wcfg))

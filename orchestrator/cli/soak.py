@@ -163,7 +163,8 @@ def profile_show(name):
 def ship(run_id, home):
     from ..shipper import run_shipper
 
-    sys.exit(run_shipper(Home.resolve(home).db, run_id))
+    home_ = Home.resolve(home)
+    sys.exit(run_shipper(home_.db, run_id, home_.runtime / run_id))
 
 
 @soak.command(hidden=True, help="The chaos agent of a run (started by the supervisor).")
@@ -177,7 +178,8 @@ def agent(run_id, sock, home):
 
     if not run_id.strip():
         raise UsageError("--run must not be empty")
-    sys.exit(run_agent(Home.resolve(home).db, Path(sock)))
+    home_ = Home.resolve(home)
+    sys.exit(run_agent(home_.db, run_id, Path(sock), home_.runtime / run_id))
 
 
 from .report_cmd import report  # noqa: E402
