@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from .base import drill
 H = "orchestrator.drills.handlers:"
 OPS = "import sys; from orchestrator.cli.ops import ops; ops(prog_name='ops')"
 REPO = Path(__file__).resolve().parents[2]
+BATCH = 4  # fail-closed commands run at once
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,18 @@ CASES = (
 )
 
 
+def _judge(h, case: Case, argv: list[str], out: subprocess.CompletedProcess, wrote: bool) -> None:
+    lines = [x for x in out.stderr.strip().splitlines() if x.startswith("Error: ")]
+    # one `Error: ...` line, the last one (click's own parse errors print the usage above it)
+    one_line = (len(lines) == 1 and out.stderr.strip().splitlines()[-1] == lines[0]
+                and "Traceback" not in out.stderr)
+    ok = out.returncode == case.code and one_line and case.says in out.stderr and not wrote
+    shown = " ".join(shlex.quote(a) for a in (["ops"] if case.ops else ["orch"]) + argv)
+    h.check(case.what, shown, f"exit {case.code}, one line naming `{case.says}`, no write",
+            f"exit {out.returncode}: {(lines[0] if lines else out.stdout.strip())[:140]}; database "
+            f"{'CHANGED' if wrote else 'unchanged'}", ok)
+
+
 def _fill(arg: str, values: dict[str, str]) -> str:
     for name, value in values.items():
         arg = arg.replace("{" + name + "}", value)
@@ -70,7 +84,7 @@ def _fill(arg: str, values: dict[str, str]) -> str:
        "illegal transitions, a bad cap, a second run, bad profiles",
        "each refused with one line `Error: ...` naming the problem and its documented exit code (2 usage, "
        "3 unknown id, 4 refused), and the database unchanged, row for row",
-       speed=20.0)  # slow: a PENDING task waits through ~25 commands without tripping the stall rule
+       abort={"stall": 86400.0})  # no worker on purpose: its PENDING task is not a stall
 def fail_closed(h, cases: tuple[Case, ...] = CASES) -> None:
     pending = h.enqueue("pending", {"work": 1.0})
     done = h.enqueue("done", {"work": 1.0})
@@ -83,21 +97,27 @@ def fail_closed(h, cases: tuple[Case, ...] = CASES) -> None:
         path = h.folder / f"{name}.toml"
         path.write_text(text)
         values[f"profile_{name}"] = str(path)
-    for case in cases:
+    def run(case: Case) -> subprocess.CompletedProcess:
         argv = [_fill(a, values) for a in case.argv]
-        before = h.db_digest()
         cmd = ([sys.executable, "-c", OPS] if case.ops else h.orch()) + argv + ["--home", str(h.home.root)]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-        after = h.db_digest()
-        lines = [x for x in out.stderr.strip().splitlines() if x.startswith("Error: ")]
-        # one `Error: ...` line, the last one (click's own parse errors print the usage above it)
-        one_line = (len(lines) == 1 and out.stderr.strip().splitlines()[-1] == lines[0]
-                    and "Traceback" not in out.stderr)
-        ok = out.returncode == case.code and one_line and case.says in out.stderr and before == after
-        shown = " ".join(shlex.quote(a) for a in (["ops"] if case.ops else ["orch"]) + argv)
-        h.check(case.what, shown, f"exit {case.code}, one line naming `{case.says}`, no write",
-                f"exit {out.returncode}: {(lines[0] if lines else out.stdout.strip())[:140]}; database "
-                f"{'unchanged' if before == after else 'CHANGED'}", ok)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    # Four at a time, the database's digest taken around each batch; a batch that changed it is
+    # run again one command at a time, so the command that wrote is the one named.
+    for i in range(0, len(cases), BATCH):
+        batch = cases[i:i + BATCH]
+        before = h.db_digest()
+        with ThreadPoolExecutor(len(batch)) as pool:
+            outs = list(pool.map(run, batch))
+        changed = [before != h.db_digest()] * len(batch)
+        if changed[0]:
+            outs, changed = [], []
+            for case in batch:
+                before = h.db_digest()
+                outs.append(run(case))
+                changed.append(before != h.db_digest())
+        for case, out, wrote in zip(batch, outs, changed):
+            _judge(h, case, [_fill(a, values) for a in case.argv], out, wrote)
     h.operate("cancel", pending, notes="drill: end of the fail-closed drill")
 
 
