@@ -77,14 +77,8 @@ class Agent:
         queue = self.queue
         hold_wall = max(queue.clock.to_wall(soak_seconds), HOLD_WALL_FLOOR)
         task_id = parse_task_id(task) if task else None
-
-        def tx(db) -> None:
-            queue._event(db, "fault_injected", queue.clock.now(), task=task_id,
-                         data={"kind": "db_lock", "target": task or None, "hold": soak_seconds})
-            _send(conn, "held\n")
-            self.stop.wait(hold_wall)
-
-        queue.write.unqueued(tx)
+        queue.hold_write_lock(hold_wall, on_held=lambda: _send(conn, "held\n"), wait=self.stop.wait,
+                              task=task_id, data={"kind": "db_lock", "target": task or None, "hold": soak_seconds})
 
 
 def _send(conn: socket.socket, text: str) -> None:

@@ -152,16 +152,28 @@ class Queue:
         self.close()
 
     # --- events -------------------------------------------------------------------------
-    def _event(self, conn: sqlite3.Connection, event: str, now: float, **fields: Any) -> int:
-        data = fields.pop("data", None)
-        row = {
-            "t": now, "wall": self.clock.wall_of(now), "event": event,
-            "task": None, "key": None, "state": None, "prev": None, "attempt": None, "epoch": None,
-            "worker": None, "error": None, "actor": None, "notes": None,
-            "data": orjson.dumps(data).decode() if data else None,
-        }
-        row.update(fields)
-        return conn.execute(q("insert_event"), row).lastrowid
+    def _event(self, conn: sqlite3.Connection, event: str, now: float, task: int | None = None,
+               key: str | None = None, state: str | None = None, prev: str | None = None,
+               attempt: int | None = None, epoch: int | None = None, worker: str | None = None,
+               error: str | None = None, actor: str | None = None, notes: str | None = None,
+               data: dict | None = None) -> int:
+        return conn.execute(q("insert_event"), (
+            now, self.clock.wall_of(now), event, task, key, state, prev, attempt, epoch, worker, error, actor,
+            notes, orjson.dumps(data).decode() if data else None,
+        )).lastrowid
+
+    def hold_write_lock(self, wall_seconds: float, on_held: Callable[[], None],
+                        wait: Callable[[float], Any], **fields: Any) -> None:
+        """Take the write lock as a foreign writer would (not through the writers' queue), write
+        a `fault_injected` event inside, call `on_held`, keep the lock `wall_seconds`, commit.
+        The chaos agent's lock hog."""
+
+        def tx(conn: sqlite3.Connection) -> None:
+            self._event(conn, "fault_injected", self.clock.now(), **fields)
+            on_held()
+            wait(wall_seconds)
+
+        self.write.unqueued(tx)
 
     def record(self, event: str, **fields: Any) -> int:
         """Write one event that changes no task (worker_started, fault_injected, checkpoint...)."""

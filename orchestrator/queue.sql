@@ -90,7 +90,7 @@ SELECT value FROM meta WHERE name = 'schema';
 
 -- name: insert_event
 INSERT INTO events (t, wall, event, task, key, state, prev, attempt, epoch, worker, error, actor, notes, data)
-VALUES (:t, :wall, :event, :task, :key, :state, :prev, :attempt, :epoch, :worker, :error, :actor, :notes, :data);
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: insert_task
 INSERT INTO tasks (key, payload, state, max_attempts, due_at, enqueued_at, updated_at, budget)

@@ -126,6 +126,12 @@ class Writer:
 
     def __call__(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
+            try:
+                return self._once(fn)  # the usual case: no contention, no retry machinery
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+                self.lock_retries += 1
             return self._retrying(self._once, fn)
         except RetryError:
             raise DbLockError(
