@@ -73,3 +73,31 @@ def test_start_with_serve_and_a_dead_webhook_still_passes(tmp_path, children, or
         assert s.connect_ex(("127.0.0.1", port)) != 0
     assert "SECRET" not in output
     assert (home / "reports" / "soak" / "soak_report.html").exists()
+
+
+def test_a_real_abort_alerts_once_and_a_dead_receiver_changes_nothing(tmp_path, children, orch_cmd, clean_env):
+    import socket
+
+    from orchestrator import profiles
+    from test_aborts_live import assert_aborted_by
+    from test_alerts import Receiver
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    receiver = Receiver()
+    try:
+        home = tmp_path / "home"
+        profile = quiet_profile(tmp_path, "lowsuccess", faults=profiles.Faults(persistent=0.3,
+                                                                               transient_kinds=("timeout",)),
+                                retry=profiles.Retry(backoff=(5.0,), max_attempts=2))
+        code, output = finish(start(children, orch_cmd, clean_env, home, profile, "--serve-port", "0",
+                                    "--alert-webhook", receiver.url,
+                                    "--alert-webhook", f"http://127.0.0.1:{dead}/hook/SECRET"))
+        assert_aborted_by(home, "lowsuccess", code, output, 1, "moving success")  # as without webhooks
+    finally:
+        receiver.close()
+    rule_alerts = [d for d in receiver.messages("firing", "SoakAbortRuleTripped")]
+    assert [d["alerts"][0]["labels"]["rule"] for d in rule_alerts] == ["1"]  # once, deduplicated
+    assert f"alerts: delivery to http://127.0.0.1:{dead}/… failed after 3 attempts" in output
+    assert "SECRET" not in output

@@ -284,5 +284,10 @@ def serve(cfg: ServeConfig, echo) -> None:
         server.monitor.stop()
         server.server_close()
         if server.alerter is not None:
+            server.monitor.snapshot_every = 0.0  # a last read: alerts reflect the log as it ends
+            try:
+                server.monitor.poll_once()
+            except OrchestratorError:
+                pass
             server.alerter.close()
         echo("stopped")
