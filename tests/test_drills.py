@@ -59,6 +59,7 @@ def run_drill(orch_cmd, clean_env, tmp_path: Path, name: str, **hooks: str) -> t
 
 
 # --- the whole set ---------------------------------------------------------------------------
+@pytest.mark.timeout(420)
 def test_drill_all_passes_within_five_minutes(tmp_path, orch_cmd, clean_env):
     home = tmp_path / "home"
     proc = subprocess.run(orch_cmd("drill", "all", "--home", str(home)), capture_output=True, text=True,
