@@ -73,6 +73,7 @@ class Monitor(threading.Thread):
         self.lock = threading.Lock()
         self.ticking = threading.Lock()
         self.last_reap = float("-inf")
+        self.error: str | None = None
 
     def run(self) -> None:
         while not self.stop.wait(0.02):
@@ -103,6 +104,8 @@ class Monitor(threading.Thread):
                     self.aborts.extend(self.agg.check(self.h.now_t(), self.queue.last_seq()))
         except DbLockError:
             pass  # the write lock is held (a drill's own lock storm): the next tick tries again
+        except OrchestratorError as exc:  # a corrupt or broken log: reported as a failed invariant
+            self.error = self.error or f"{type(exc).__name__}: {exc}"
 
     def close(self) -> None:
         self.stop.set()

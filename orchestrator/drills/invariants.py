@@ -168,5 +168,8 @@ def check_all(h) -> list[Check]:
         operator_actions_recorded(events, h.actions),
         classes_closed(mine, db_errors),
         abort_rules(h.abort_rules(), h.expected_aborts),
+        _row("the monitor read the whole log", "no error while shipping, reading and aggregating the log",
+             (h.monitor.error if h.monitor else None) or "none", (), (),
+             (h.monitor.error if h.monitor else None) or ""),
         no_unsafe_hooks(h.unsafe),
     ]

@@ -75,7 +75,8 @@ def _soak_t(run) -> float:
        "`orch soak resume`", "no arrival lost or enqueued twice; the gap is logged (run_resumed); the run "
        "finishes and every task ends", uses_soak=True, speed=SOAK_SPEED)
 def supervisor_restart(h) -> None:
-    sup = _start(h, _profile(h, 3600.0))
+    # the abort rules are not this drill's business: a loaded machine must not abort the resumed run
+    sup = _start(h, _profile(h, 3600.0, abort=profiles.Abort(stall=4 * 3600.0, log_gap=4 * 3600.0)))
     h.wait(lambda: _run(h) is not None and _run(h).next_arrival >= 40, 20 * 3600)
     run = _run(h)
     planned = orjson.loads(Path(run.log_path).read_bytes().splitlines()[0])["manifest"]["arrivals"]
@@ -148,7 +149,7 @@ def log_pipeline_drop(h) -> None:
             [e["seq"] for e in aborts])
     if took is not None:
         h.recovery("last shipped line -> rule 5 tripped", took)
-    incidents = list((h.home.root / "reports" / "soak").glob("incident_*.md"))
+    incidents = list((h.home.root / "reports" / "soak").glob(f"incident_{run.id}*.md"))
     text = incidents[0].read_text() if incidents else ""
     h.check("incident record names it", "reports/soak/incident_<run>.md", "one record naming rule 5 (log)",
             f"{len(incidents)} record(s); {'names' if 'rule 5' in text.lower() or 'log' in text.lower() else 'lacks'}"
