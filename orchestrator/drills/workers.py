@@ -140,9 +140,14 @@ def cancel_midrun(h) -> None:
 
 @drill("concurrency-cap", "six workers with a global cap of 3 tasks in flight, 30 tasks at once",
        "at no instant of the log are more than 3 tasks IN_PROGRESS, and the cap is reached")
-def concurrency_cap(h) -> None:
+def concurrency_cap(h, rogue: bool = False) -> None:
+    """`rogue` is the drill's break test: a worker that ignores the cap leases 5 tasks before the
+    capped ones start, so the replay below must see more than 3 in flight."""
     cap = 3
     tasks = h.enqueue_many([(f"t{i}", {"work": 20.0}) for i in range(30)])
+    if rogue:
+        h.worker("rogue", H + "synthetic", "--batch", "5")
+        h.wait(lambda: h.leased_by("rogue"), 60, floor_wall=60)
     for i in range(6):
         h.worker(f"w{i}", H + "synthetic", "--cap", str(cap))
     settled = h.wait(h.settled, 1200)
