@@ -78,8 +78,8 @@ def render(rates: dict[tuple, list[float]], facts: dict, meta: dict) -> str:
       "rows set `PRAGMA synchronous=NORMAL` on the storage's own connection after it opened** (not a "
       "constructor option). huey has no batched enqueue and no batched dequeue.")
     w("- All three: WAL, the same synchronous setting (read back from each connection and checked), the same "
-      f"Python `sqlite3` module, default page cache and automatic checkpoints. Queue payloads are ~100 bytes of JSON. "
-      f"Worker processes are separate OS processes (`python -m bench.backends`), each opening its own connection, "
+      "Python `sqlite3` module, default page cache and automatic checkpoints. Queue payloads are ~100 bytes of JSON. "
+      "Worker processes are separate OS processes (`python -m bench.backends`), each opening its own connection, "
       "started together on a pre-filled database; pre-filling and process start-up are not timed. "
       "The drain runs the queue API directly (no handler, no heartbeat thread, no `has_due` poll).")
     w("")

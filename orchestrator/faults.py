@@ -21,7 +21,8 @@ import orjson
 
 from .clock import Clock
 from .errors import OrchestratorError
-from .queue import Queue, parse_task_id
+from .queue import Queue
+from .tasks import parse_task_id
 
 HOLD_WALL_FLOOR = 0.005  # a hold must outlast SQLite's busy wait of the probing writer
 

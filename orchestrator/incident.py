@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .aborts import (DUPLICATE_EXECUTION, GUARDRAIL_NOT_BLOCKED, LOG_MISSING, MOVING_SUCCESS, RULE_SLI, RULE_TITLES,
-                     TRANSITION_STALL, Abort)
+from .aborts import (
+    DUPLICATE_EXECUTION, GUARDRAIL_NOT_BLOCKED, LOG_MISSING, MOVING_SUCCESS, RULE_SLI, RULE_TITLES, TRANSITION_STALL,
+    Abort
+)
 from .errors import StoreError
 from .reporttext import both, kst, num, pct, soak_clock, table
 from .slifigures import wall_at

@@ -17,7 +17,7 @@ from typing import Any
 import tomli_w
 
 from .errors import ProfileError
-from .model import ErrorClass, RetryPolicy, TRANSIENT
+from .model import TRANSIENT, ErrorClass, RetryPolicy
 
 
 @dataclass(frozen=True)

@@ -8,148 +8,23 @@ transaction as DONE, under a UNIQUE idempotency key.
 
 from __future__ import annotations
 
-import random
-import re
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from .clock import WALL, Clock
 from .errors import IllegalTransition, KeyConflict, UnknownTask, UsageError
-from .model import ACTION_EVENTS, OPERATOR_ACTIONS, ErrorClass, QueueConfig, State, shorten
+from .model import ACTION_EVENTS, OPERATOR_ACTIONS, ErrorClass, State, shorten
+from .queueview import QueueView
 from .sqlfile import q
-from .store import Writer, connect
+from .tasks import Enqueued, Lease, Task, canonical_json, task_name
 
-_TASK_ID = re.compile(r"^ORCH-([1-9][0-9]{0,17})$")
 REAP_BATCH = 256
 
 
-def parse_task_id(text: str) -> int:
-    """`ORCH-12` -> 12; anything else is a usage error."""
-    match = _TASK_ID.match(text.strip()) if isinstance(text, str) else None
-    if not match:
-        raise UsageError(f"malformed task id {text!r} (expected ORCH-<n>, e.g. ORCH-12)")
-    return int(match.group(1))
-
-
-def task_name(task_id: int) -> str:
-    return f"ORCH-{task_id}"
-
-
-def canonical_json(payload: Any) -> str:
-    try:
-        return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
-    except TypeError as exc:
-        raise UsageError(f"payload is not JSON-serialisable: {exc}") from None
-
-
-def parse_payload(text: str) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise UsageError(f"payload is not valid JSON: {exc}") from None
-
-
-@dataclass(frozen=True)
-class Task:
-    id: int
-    key: str
-    payload: str
-    state: State
-    attempt: int
-    max_attempts: int
-    epoch: int
-    worker: str | None
-    lease_until: float | None
-    due_at: float
-    enqueued_at: float
-    updated_at: float
-    budget: float | None
-    error: str | None
-    detail: str | None
-    plan: str | None
-
-    @property
-    def name(self) -> str:
-        return task_name(self.id)
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Task:
-        return cls(**{f: row[f] for f in cls.__dataclass_fields__ if f != "state"}, state=State(row["state"]))
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A task handed to one worker under `epoch` (the fencing token)."""
-
-    task: int
-    key: str
-    payload: str
-    attempt: int
-    max_attempts: int
-    epoch: int
-    budget: float | None
-    enqueued_at: float
-    has_effect: bool = False  # the key's effect already exists: do not run the handler
-
-    @property
-    def name(self) -> str:
-        return task_name(self.task)
-
-
-@dataclass(frozen=True)
-class Enqueued:
-    task: int
-    created: bool
-
-
-class Queue:
-    """All reads and writes of the queue database.
-
-    With no `clock`, the queue runs on the clock of the run in progress (else the wall clock),
-    so every process of a run agrees on soak time.
-    """
-
-    def __init__(
-        self,
-        path: Path | str,
-        clock: Clock | None = None,
-        config: QueueConfig | None = None,
-        *,
-        rng: random.Random | None = None,
-        create: bool = True,
-    ):
-        self.path = Path(path)
-        self.config = config or QueueConfig()
-        self.rng = rng or random.Random()
-        self.write: Writer | None = None
-        self.conn = connect(self.path, self.config, create=create)
-        if clock is None:
-            run = self.conn.execute(q("active_run")).fetchone()
-            clock = WALL if run is None else Clock(run["origin"], run["speed"])
-        self.use_clock(clock)
-
-    def use_clock(self, clock: Clock) -> None:
-        """Take durations (busy timeout, lock bound) through `clock` from now on."""
-        self.clock = clock
-        if self.write is not None:
-            self.write.close()
-        self.write = Writer(self.conn, clock, self.config,
-                            self.path.with_name(self.path.name + "-writers") if self.config.writer_queue else None)
-
-    def close(self) -> None:
-        self.write.close()
-        self.conn.close()
-
-    def __enter__(self) -> Queue:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+class Queue(QueueView):
+    """The queue's writes: every transition, with its event, in one transaction each."""
 
     # --- events -------------------------------------------------------------------------
     def _event(self, conn: sqlite3.Connection, event: str, now: float, task: int | None = None,
@@ -506,75 +381,3 @@ class Queue:
             return [self._operate(conn, now, action, t, actor, notes, None) for t in ids]
 
         return self.write(tx)
-
-    # --- reads --------------------------------------------------------------------------
-    def get(self, task: int) -> Task:
-        row = self.conn.execute(q("task_by_id"), (task,)).fetchone()
-        if row is None:
-            raise UnknownTask(f"no task {task_name(task)}")
-        return Task.from_row(row)
-
-    def history(self, task: int) -> list[dict]:
-        self.get(task)
-        return [event_dict(r) for r in self.conn.execute(q("task_events"), (task,))]
-
-    def events_after(self, seq: int, limit: int = 10_000) -> list[sqlite3.Row]:
-        return self.conn.execute(q("events_after"), (seq, limit)).fetchall()
-
-    def count_open(self) -> int:
-        """Tasks PENDING or IN_PROGRESS."""
-        return self.conn.execute(q("count_open")).fetchone()[0]
-
-    def blocked_since(self, before: float, limit: int = 100) -> list[sqlite3.Row]:
-        """BLOCKED tasks that have waited since `before` (soak time) or longer."""
-        return self.conn.execute(q("blocked_since"), (before, limit)).fetchall()
-
-    def busiest_workers(self) -> list[sqlite3.Row]:
-        """Workers holding leases now, most leases first."""
-        return self.conn.execute(q("busiest_workers")).fetchall()
-
-    def faults_since(self, first_seq: int) -> dict[str, int]:
-        """`fault_injected` events by kind from `first_seq` on (a run's faults so far)."""
-        return {r["kind"]: r["n"] for r in self.conn.execute(q("faults_by_kind"), (first_seq,))}
-
-    def last_event_t(self) -> float | None:
-        row = self.conn.execute(q("last_event_t")).fetchone()
-        return None if row is None else row[0]
-
-    def last_seq(self) -> int:
-        return self.conn.execute(q("last_seq")).fetchone()[0]
-
-    def status(self, recent: int = 10) -> dict:
-        """Counts per state, oldest PENDING age, expired leases, in-flight per worker,
-        errors by class, recent operator actions. Read-only."""
-        now = self.clock.now()
-        conn = self.conn
-        counts = {s.value: 0 for s in State}
-        counts.update({r["state"]: r["n"] for r in conn.execute(q("counts_by_state"))})
-        oldest = conn.execute(q("oldest_pending")).fetchone()[0]
-        return {
-            "counts": counts,
-            "total": sum(counts.values()),
-            "effects": conn.execute(q("count_effects")).fetchone()[0],
-            "oldest_pending_age": None if oldest is None else round(now - oldest, 3),
-            "expired_leases": conn.execute(q("count_expired"), (now,)).fetchone()[0],
-            "in_flight": [
-                {"worker": r["worker"], "tasks": r["n"],
-                 "heartbeat_age": None if r["oldest_heartbeat"] is None else round(now - r["oldest_heartbeat"], 3)}
-                for r in conn.execute(q("in_flight_by_worker"))
-            ],
-            "errors": [{"error": r["error"], "state": r["state"], "tasks": r["n"]}
-                       for r in conn.execute(q("errors_by_class"))],
-            "recent_actions": [event_dict(r) for r in conn.execute(q("recent_operator_events"), (recent,))],
-            "last_seq": self.last_seq(),
-        }
-
-
-def event_dict(row: sqlite3.Row) -> dict:
-    """An event row as a plain dict (task as `ORCH-n`, `data` merged in)."""
-    out = {k: row[k] for k in row.keys() if k != "data"}
-    if out.get("task") is not None:
-        out["task"] = task_name(out["task"])
-    if row["data"]:
-        out.update(orjson.loads(row["data"]))
-    return out

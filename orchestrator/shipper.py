@@ -15,8 +15,9 @@ from typing import Any
 import orjson
 
 from .clock import iso_utc
-from .queue import Queue, task_name
+from .queue import Queue
 from .runs import Run, RunStore, join
+from .tasks import task_name
 
 FIELDS = ("seq", "t", "wall", "event", "task", "key", "state", "prev", "attempt", "epoch", "worker", "error",
           "actor", "notes")

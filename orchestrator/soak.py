@@ -20,7 +20,6 @@ from .runs import Run, RunStore, new_run_id, pid_alive
 from .supervisor import Outcome, SoakOptions, Supervisor
 
 
-
 @dataclass(frozen=True)
 class StartRequest:
     profile: Profile

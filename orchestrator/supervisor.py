@@ -27,15 +27,16 @@ from .arrivals import Plan
 from .errors import DbLockError, IllegalTransition, LogError
 from .faults import ask
 from .home import Home
+from .model import QueueConfig
 from .pool import Pool, PoolConfig
 from .profiles import Profile
 from .progress import Progress
-from .queue import Queue, task_name
+from .queue import Queue
+from .report import write_incident, write_summary
 from .runs import Run, RunStore
 from .shipper import Shipper, header_line, link_latest, write_header
-from .model import QueueConfig
-from .report import write_incident, write_summary
 from .sli import Aggregator, LogTail, log_abort
+from .tasks import task_name
 
 TTL_WALL_FLOOR = 0.05  # wall seconds: a lease must outlive a WAL checkpoint stall (10-30 ms)
 EXIT_CODES = {"PASS": 0, "FAIL": 1, "STOPPED": 1, "ABORTED": 3}

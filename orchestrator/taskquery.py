@@ -15,8 +15,9 @@ from typing import Any
 
 from .errors import UsageError
 from .model import ErrorClass, State
-from .queue import Queue, event_dict, parse_task_id, task_name
+from .queue import Queue
 from .sqlfile import q
+from .tasks import event_dict, parse_task_id, task_name
 
 MAX_LIMIT = 500
 BIG = 2**62

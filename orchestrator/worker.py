@@ -9,9 +9,9 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .clock import Clock
@@ -19,8 +19,9 @@ from .errors import DbLockError, OrchestratorError
 from .faults import lock_requester
 from .handlers import LeaseLost, Stopping, TaskContext, load_handler, payload_of
 from .model import GuardrailExceeded, QueueConfig, classify, describe
-from .queue import Lease, Queue
+from .queue import Queue
 from .sqlfile import q
+from .tasks import Lease
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 import pytest
-
-from orchestrator.web.alerts import redact
 from sli_logs import LogBuilder
 from test_report import aborted_log
 from test_web import write_lines
 from webserve import deadline_wait, start_server, stop_server
+
+from orchestrator.web.alerts import redact
 
 
 class Receiver:

@@ -8,12 +8,12 @@ import tarfile
 
 import orjson
 from click.testing import CliRunner
+from sli_logs import LogBuilder
 
 from orchestrator.cli.ops import ops
 from orchestrator.diagnose import scrub
 from orchestrator.queue import Queue
 from orchestrator.runs import RunStore
-from sli_logs import LogBuilder
 
 SECRET_URL = "https://hooks.example.com/services/T0/B1/SECRETPATH"
 

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from orchestrator.cli.orch import orch
 from orchestrator.drills import base, invariants
 from orchestrator.drills.operator import CASES, Case, fail_closed
-from orchestrator.drills.workers import concurrency_cap
 from orchestrator.drills.runner import run_drills
+from orchestrator.drills.workers import concurrency_cap
 
 pytestmark = pytest.mark.xdist_group("soak")
 TESTS_DIR = Path(__file__).resolve().parent

@@ -6,14 +6,14 @@ import re
 from html import escape
 
 from click.testing import CliRunner
+from sli_logs import LogBuilder
+from test_report import RUN, aborted_log, rich_log
 
 from orchestrator import report as report_mod
 from orchestrator.cli.report_cmd import report
-from orchestrator.reporttext import measured_text, pct, secs, target_text
 from orchestrator.report import write_summary
+from orchestrator.reporttext import measured_text, pct, secs, target_text
 from orchestrator.sli import Aggregator, aggregate_file
-from sli_logs import LogBuilder
-from test_report import RUN, aborted_log, rich_log
 
 EXTERNAL = re.compile(r"https?:|//[a-z]|<script[^>]*src|<link|<img|@import|url\(", re.I)
 

@@ -8,10 +8,10 @@ import re
 import subprocess
 
 import pytest
-
-from orchestrator.sli import aggregate_file
 from test_aborts_live import finish, quiet_profile, start
 from webserve import SSEClient, deadline_wait, start_server, stop_server
+
+from orchestrator.sli import aggregate_file
 
 pytestmark = pytest.mark.xdist_group("soak")
 
@@ -78,9 +78,10 @@ def test_start_with_serve_and_a_dead_webhook_still_passes(tmp_path, children, or
 def test_a_real_abort_alerts_once_and_a_dead_receiver_changes_nothing(tmp_path, children, orch_cmd, clean_env):
     import socket
 
-    from orchestrator import profiles
     from test_aborts_live import assert_aborted_by
     from test_alerts import Receiver
+
+    from orchestrator import profiles
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,8 +13,9 @@ import pytest
 
 from orchestrator.errors import KeyConflict, StoreError, UnknownTask, UsageError
 from orchestrator.model import QueueConfig
-from orchestrator.queue import Queue, event_dict, parse_task_id, task_name
+from orchestrator.queue import Queue
 from orchestrator.sqlfile import q
+from orchestrator.tasks import event_dict, parse_task_id, task_name
 
 TTL = 30.0  # TEST_CONFIG.lease_ttl
 

@@ -19,7 +19,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from orchestrator.errors import IllegalTransition, KeyConflict, UnknownTask
 from orchestrator.model import ErrorClass, QueueConfig, RetryPolicy
-from orchestrator.queue import Queue, event_dict
+from orchestrator.queue import Queue
+from orchestrator.tasks import event_dict
 
 KEYS = ("a", "b", "c", "d", "e")
 PAYLOADS = ({"work": 1}, {"work": 2})

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sli_logs import LogBuilder
 
 from orchestrator.cli.report_cmd import report
 from orchestrator.report import write_incident, write_summary
 from orchestrator.sli import Aggregator, LogTail, aggregate_file
 from orchestrator.slifigures import wall_at
-from sli_logs import LogBuilder
 
 RUN = "r20261123T184500-s14-ab12"
 

@@ -9,11 +9,11 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sli_logs import LogBuilder
 
 from orchestrator import aborts
 from orchestrator.errors import LogError
 from orchestrator.sli import Abort, Aggregator, LogTail, aggregate_file, log_abort
-from sli_logs import LogBuilder
 
 
 def tasks_with_latencies(b: LogBuilder, latencies, start: float = 10.0, gap: float = 5.0) -> list[str]:

@@ -6,7 +6,6 @@ import dataclasses
 import signal
 import sqlite3
 import subprocess
-import tomllib
 from pathlib import Path
 
 import numpy as np

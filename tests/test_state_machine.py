@@ -12,7 +12,8 @@ import pytest
 
 from orchestrator.errors import IllegalTransition
 from orchestrator.model import ACTION_EVENTS, OPERATOR_ACTIONS, State
-from orchestrator.queue import Queue, event_dict
+from orchestrator.queue import Queue
+from orchestrator.tasks import event_dict
 
 P, IP, D, F, B, C = (State.PENDING, State.IN_PROGRESS, State.DONE, State.FAILED, State.BLOCKED, State.CANCELLED)
 OPEN = (P, IP, B)

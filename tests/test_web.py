@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import subprocess
 
-import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sli_logs import LogBuilder
+from webserve import SSEClient, deadline_wait, start_server, stop_server
 
 from orchestrator.queue import Queue
 from orchestrator.sli import aggregate_file
-from sli_logs import LogBuilder
-from webserve import SSEClient, deadline_wait, start_server, stop_server
 
 TOKEN = "s3cret-token"
 

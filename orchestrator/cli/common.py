@@ -15,7 +15,8 @@ import orjson
 from ..errors import EXIT_USAGE, OrchestratorError, UsageError
 from ..home import Home
 from ..model import QueueConfig
-from ..queue import Queue, parse_task_id
+from ..queue import Queue
+from ..tasks import parse_task_id
 
 
 class CommandError(click.ClickException):

@@ -9,9 +9,10 @@ import click
 from ..errors import UnknownTask, UsageError
 from ..home import Home
 from ..model import ErrorClass, State
-from ..queue import task_name
-from .common import (Group, actor_option, home_option, json_option, open_queue, print_json, require_notes,
-                     resolve_actor, task_id_arg)
+from ..tasks import task_name
+from .common import (
+    Group, actor_option, home_option, json_option, open_queue, print_json, require_notes, resolve_actor, task_id_arg
+)
 from .render import render_history, render_status, render_tasks
 
 id_option = click.option("--id", "task", required=True, metavar="ORCH-N", help="Task id, e.g. ORCH-12.")

@@ -13,11 +13,11 @@ from ..errors import UsageError
 from ..handlers import load_handler
 from ..home import Home
 from ..model import QueueConfig
-from ..queue import Queue, parse_payload
+from ..queue import Queue
 from ..runs import RunStore, join
+from ..tasks import parse_payload
 from ..worker import WorkerConfig, run_worker
-from .common import (Group, actor_option, home_option, json_option, open_queue, print_json, require_notes,
-                     resolve_actor, task_id_arg)
+from .common import Group, actor_option, home_option, json_option, open_queue, print_json, require_notes, resolve_actor
 from .ops import _act
 
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..clock import Clock, iso_utc
-from ..queue import task_name
+from ..tasks import task_name
 
 
 def _console() -> Console:

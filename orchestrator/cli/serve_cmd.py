@@ -27,7 +27,8 @@ from .common import home_option, resolve_actor
 @home_option
 def serve(port, host, token, allow_actions, log_path, actor, webhooks, home):
     from ..web.alerts import check_urls
-    from ..web.server import ServeConfig, check_bind, serve as run
+    from ..web.server import ServeConfig, check_bind
+    from ..web.server import serve as run
 
     cfg = ServeConfig(home=Home.resolve(home), host=host, port=port, token=token, allow_actions=allow_actions,
                       actor=f"web:{resolve_actor(actor)}", log=log_path,

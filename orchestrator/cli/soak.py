@@ -51,7 +51,8 @@ def _finish(outcome) -> None:
 @home_option
 def start(profile_spec, speed, workers, seed, handler, serve, serve_port, webhooks, home):
     from .. import profiles
-    from ..soak import StartRequest, start as start_run
+    from ..soak import StartRequest
+    from ..soak import start as start_run
     from ..web.alerts import check_urls
     from .serve_cmd import spawn_server, stop_spawned
 

@@ -101,4 +101,4 @@ def all_drills() -> list[Drill]:
 
 def load_all() -> None:
     """Import the modules that register drills."""
-    from . import workers, outcomes, safety, operator, soakdrills  # noqa: F401
+    from . import operator, outcomes, safety, soakdrills, workers  # noqa: F401

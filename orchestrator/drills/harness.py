@@ -29,10 +29,11 @@ from ..clock import Clock
 from ..errors import DbLockError, OrchestratorError
 from ..home import Home
 from ..model import QueueConfig
-from ..queue import Queue, event_dict, task_name
+from ..queue import Queue
 from ..runs import RunStore
 from ..shipper import Shipper, header_line, write_header
 from ..sli import Aggregator, LogTail
+from ..tasks import event_dict, task_name
 from .base import Check, Drill, Evidence, Recovery
 
 UNSAFE_PREFIX = "ORCH_TEST_UNSAFE_"

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 from ..errors import UnknownTask
 from ..model import DETAIL_MAX, ErrorClass
-from ..queue import task_name
+from ..tasks import task_name
 from .base import Check, Evidence
 
 CLASSES = frozenset(e.value for e in ErrorClass)

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..queue import task_name
+from ..tasks import task_name
 from .base import drill
 
 H = "orchestrator.drills.handlers:"

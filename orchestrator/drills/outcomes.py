@@ -6,7 +6,7 @@ import random
 from collections import Counter
 
 from ..model import DETAIL_MAX
-from ..queue import task_name
+from ..tasks import task_name
 from .base import drill
 from .handlers import EXPECTED_CLASS, UPSTREAM
 

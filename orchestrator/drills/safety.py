@@ -8,7 +8,7 @@ import sys
 
 import orjson
 
-from ..queue import task_name
+from ..tasks import task_name
 from .base import drill
 
 H = "orchestrator.drills.handlers:"

@@ -10,8 +10,9 @@ from typing import Any
 
 from ..errors import Refused, UsageError
 from ..model import OPERATOR_ACTIONS
-from ..queue import Queue, parse_task_id, task_name
+from ..queue import Queue
 from ..taskquery import TaskFilter, all_ids
+from ..tasks import parse_task_id, task_name
 
 NOTES_REQUIRED = frozenset({"replan", "done", "fail"})
 BULK_CAP = 100_000

@@ -21,11 +21,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
+from .. import taskquery
 from ..errors import OrchestratorError, StoreError, UsageError
 from ..home import Home
-from ..queue import Queue, parse_task_id
+from ..queue import Queue
 from ..runs import RunStore
-from .. import taskquery
+from ..tasks import parse_task_id
 from . import actions, metrics, pages, sse
 from .alerts import Alerter
 from .monitor import Monitor

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.queue import event_dict
+from orchestrator.tasks import event_dict
 
 
 def names(queue) -> list[str]:
