@@ -3,8 +3,9 @@
 For each speed it runs `orch soak start --profile P --speed S` in a fresh home (real worker
 processes, real faults), samples the supervisor's RSS against soak time, and reads the verdict
 and SLIs from the run's JSONL with the SLI aggregator. It reports the wall time, whether the
-SLOs were met, p95 and success, and the supervisor's RSS after the first soak hour and at the
-end (their ratio: memory should stay flat). The highest speed that met every SLO and the first
+SLOs were met, p50/p95/p99 and success, and the supervisor's RSS after the first soak hour and at
+the end of soak time, before the summary and its charts are drawn (their ratio: memory should stay
+flat; the peak column includes the report). The highest speed that met every SLO and the first
 that did not are named. Results go to reports/bench/soak.md.
 
     python bench/soak.py                      # 72h profile at 1440, 2160, 2880, 4320, 5760
@@ -28,10 +29,15 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from orchestrator import profiles  # noqa: E402
+from orchestrator.clock import WALL  # noqa: E402
+from orchestrator.model import QueueConfig  # noqa: E402
+from orchestrator.queue import Queue  # noqa: E402
 from orchestrator.sli import aggregate_file  # noqa: E402
 
 
 def run_one(profile: str, speed: float, seed: int, workers: int | None) -> dict:
+    duration = profiles.load(profile).duration
     home = Path(tempfile.mkdtemp(prefix="soakbench-"))
     argv = [sys.executable, "-m", "orchestrator", "soak", "start", "--profile", profile, "--speed", str(speed),
             "--seed", str(seed), "--home", str(home)]
@@ -56,7 +62,8 @@ def run_one(profile: str, speed: float, seed: int, workers: int | None) -> dict:
             soak_t = (time.time() - origin) * speed
             if soak_t >= 3600 and not rss_1h:
                 rss_1h = rss
-            rss_end = rss
+            if soak_t <= duration:  # the end of soak time, before the summary and its charts
+                rss_end = rss
         samples += 1
         time.sleep(0.1)
     _, err = proc.communicate()
@@ -65,11 +72,37 @@ def run_one(profile: str, speed: float, seed: int, workers: int | None) -> dict:
     figures = aggregate_file(log).figures() if log else {}
     return {
         "speed": speed, "wall": wall, "code": proc.returncode, "verdict": figures.get("verdict"),
-        "p95": figures.get("sli2", {}).get("p95"), "success": figures.get("sli1", {}).get("success"),
+        "p95": figures.get("sli2", {}).get("p95"),
+        "p50": figures.get("sli2", {}).get("p50"), "p99": figures.get("sli2", {}).get("p99"), "success": figures.get("sli1", {}).get("success"),
         "slo": figures.get("slo", []), "events": figures.get("run", {}).get("events"),
         "rss_1h": rss_1h, "rss_end": rss_end, "rss_max": rss_max, "home": str(home),
         "stderr": err.decode(errors="replace")[-400:],
     }
+
+
+def drain_rate(workers: int, work_wall: float, tasks: int = 6000) -> float:
+    """The pool's ceiling: `workers` real `orch worker` processes (wall clock, no supervisor, no
+    faults) draining a pre-filled queue of tasks that each work `work_wall` seconds. Tasks per
+    second of wall time, counted from the first completion (start-up not timed)."""
+    home = Path(tempfile.mkdtemp(prefix="soakbench-drain-"))
+    db = home / "db" / "queue.db"
+    with Queue(db, WALL, QueueConfig()) as queue:
+        for start in range(0, tasks, 200):
+            queue.enqueue_many([(f"k{i}", {"work": work_wall}) for i in range(start, min(tasks, start + 200))])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    procs = [subprocess.Popen([sys.executable, "-m", "orchestrator", "worker", "--home", str(home), "--name", f"w{i}",
+                               "--idle-exit", "0.5", "--poll", "0.001", "--no-reap"], env=env, cwd=ROOT)
+             for i in range(workers)]
+    first = None
+    with Queue(db, WALL, QueueConfig()) as queue:
+        while (done := queue.status()["counts"]["DONE"]) < tasks:
+            if done and first is None:
+                first = (time.monotonic(), done)
+            time.sleep(0.005)
+        end = time.monotonic()
+    for proc in procs:
+        proc.wait()
+    return (tasks - first[1]) / (end - first[0])
 
 
 def _origin(home: Path) -> float | None:
@@ -97,6 +130,13 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "reports" / "bench" / "soak.md"))
     args = ap.parse_args()
     speeds = [float(s) for s in args.speeds.split(",")]
+    profile = profiles.load(args.profile)
+    pool = args.workers or profile.workers
+    burst = max((b.rate for b in profile.arrivals.bursts), default=profile.arrivals.rate)
+    drains = {label: drain_rate(pool, work) for label, work in
+              (("no work", 0.0), (f"{profile.work_mean:g} soak s of work at speed {max(speeds):g}",
+                                  profile.work_mean / max(speeds)))}
+    print("drain:", drains, flush=True)
     rows = []
     for speed in speeds:
         row = run_one(args.profile, speed, args.seed, args.workers)
@@ -116,12 +156,12 @@ def main() -> int:
         f"{platform.machine()}. Each row is one whole run in a fresh home, one after the other in the same "
         "process of this script (same machine, same minute).",
         "",
-        "| speed | wall s | verdict | p95 soak s | success | events | RSS after 1st soak hour MB | RSS at end MB | end / 1h | peak RSS MB |",
+        "| speed | wall s | verdict | p50 / p95 / p99 soak s | success | events | RSS after 1st soak hour MB | RSS at soak end MB | end / 1h | peak RSS MB (with the report) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = f"{r['rss_end'] / r['rss_1h']:.2f}" if r["rss_1h"] else "-"
-        p95 = f"{r['p95']:.1f}" if r["p95"] is not None else "-"
+        p95 = " / ".join(f"{r[k]:.1f}" for k in ("p50", "p95", "p99")) if r["p95"] is not None else "-"
         success = f"{100 * r['success']:.2f} %" if r["success"] is not None else "-"
         lines.append(f"| {r['speed']:g} | {r['wall']:.1f} | {r['verdict']} | {p95} | {success} | {r['events']} | "
                      f"{mb(r['rss_1h'])} | {mb(r['rss_end'])} | {ratio} | {mb(r['rss_max'])} |")
@@ -134,6 +174,24 @@ def main() -> int:
         missed = [s["name"] for s in first_fail["slo"] if not s.get("pass")]
         lines.append(f"First speed above it that did not: **{first_fail['speed']:g}** "
                      f"(verdict {first_fail['verdict']}; missed: {', '.join(missed) or '-'}).")
+    lines += [
+        "",
+        "## What limits the speed",
+        "",
+        f"The pool's ceiling, measured in the same run: {pool} `orch worker` processes on the wall clock "
+        "draining a pre-filled queue of 6,000 tasks (no supervisor, no faults, no other process): "
+        + "; ".join(f"{label}: **{rate:,.0f} tasks/s**" for label, rate in drains.items()) + ".",
+        "",
+        "Two things grow with the speed while the schedule stays the same (same seed, same arrivals, "
+        "same success): every wall millisecond a task waits (for a poll, the write lock, a CPU) costs "
+        "speed / 1000 soak seconds (" + ", ".join(f"{s / 1000:.1f} s at {s:g}" for s in speeds) + "); and the "
+        f"bursts, {burst:g} tasks per soak minute, arrive at speed / 60 × {burst:g} tasks per wall second ("
+        + ", ".join(f"{burst * s / 60:,.0f}/s at {s:g}" for s in speeds) + "). As that nears the ceiling, "
+        "which the supervisor, the shipper and the faults share on the same cores, each burst leaves a "
+        "backlog and the wait before the first lease grows: p95 enqueue->terminal passes its target. One "
+        "worker alone drains faster than four (each SQLite connection re-reads its pages after another "
+        "process writes), so more workers do not help on this machine.",
+    ]
     lines.append("")
     lines.append("Goal (issue 4): the 72h profile in <= 60 s of wall time with its SLOs met (speed 4320 "
                  "gives 60 s of soak time at most); supervisor RSS at the end within 20 % of its RSS after "
