@@ -46,6 +46,36 @@ class Clock:
 WALL = Clock()
 
 
+class HandClock:
+    """Soak time that moves only when told to (speed 1: soak seconds are wall seconds); `sleep`
+    advances it at once. For tests that must step a queue through time exactly."""
+
+    speed = 1.0
+
+    def __init__(self, start: float = 1_000_000.0):
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("soak time never runs backwards")
+        self.t += seconds
+
+    def to_wall(self, soak_seconds: float) -> float:
+        return soak_seconds
+
+    def to_soak(self, wall_seconds: float) -> float:
+        return wall_seconds
+
+    def wall_of(self, soak_time: float) -> float:
+        return soak_time
+
+    def sleep(self, soak_seconds: float) -> None:
+        self.advance(max(soak_seconds, 0.0))
+
+
 def iso_utc(wall_seconds: float) -> str:
     """UTC ISO 8601 with milliseconds, as the JSONL contract writes `wall`."""
     stamp = datetime.fromtimestamp(wall_seconds, tz=timezone.utc)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.clock import HandClock
 from orchestrator.model import QueueConfig, RetryPolicy
 from orchestrator.queue import Queue
 
@@ -26,32 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 QUEUE_TABLES = ("effects", "events", "meta", "runs", "tasks")
 
 
-class FakeClock:
-    """Soak time that moves only when the test says so (speed 1: soak seconds = wall seconds)."""
-
-    speed = 1.0
-
-    def __init__(self, start: float = 1_000_000.0):
-        self.t = start
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        assert seconds >= 0, "time never runs backwards"
-        self.t += seconds
-
-    def to_wall(self, soak_seconds: float) -> float:
-        return soak_seconds
-
-    def to_soak(self, wall_seconds: float) -> float:
-        return wall_seconds
-
-    def wall_of(self, soak_time: float) -> float:
-        return soak_time
-
-    def sleep(self, soak_seconds: float) -> None:
-        self.advance(max(soak_seconds, 0.0))
 
 
 # A policy whose numbers a test can predict: no jitter, three attempts.
@@ -130,8 +105,8 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> HandClock:
+    return HandClock()
 
 
 @pytest.fixture
@@ -145,7 +120,7 @@ def db_path(home: Path) -> Path:
 
 
 @pytest.fixture
-def queue(db_path: Path, clock: FakeClock):
+def queue(db_path: Path, clock: HandClock):
     with Queue(db_path, clock, TEST_CONFIG) as q:
         yield q
 
@@ -170,8 +145,8 @@ def children():
 
 
 @pytest.fixture
-def fake_clock_class() -> type[FakeClock]:
-    return FakeClock
+def fake_clock_class() -> type[HandClock]:
+    return HandClock
 
 
 @pytest.fixture

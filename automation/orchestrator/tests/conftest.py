@@ -7,32 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.clock import HandClock
 from orchestrator.model import QueueConfig, RetryPolicy
 from orchestrator.queue import Queue
 
 
-class HandClock:
-    """Soak time that moves only when the test says so (speed 1)."""
-
-    speed = 1.0
-
-    def __init__(self, start: float = 500_000.0):
-        self.t = start
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-    def to_wall(self, soak_seconds: float) -> float:
-        return soak_seconds
-
-    def to_soak(self, wall_seconds: float) -> float:
-        return wall_seconds
-
-    def wall_of(self, soak_time: float) -> float:
-        return soak_time
 
 
 PRESOAK_CONFIG = QueueConfig(retry=RetryPolicy(backoff=(60.0, 180.0), max_attempts=3, jitter=0.0), lease_ttl=30.0)
@@ -45,7 +24,7 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def clock() -> HandClock:
-    return HandClock()
+    return HandClock(500_000.0)
 
 
 @pytest.fixture
