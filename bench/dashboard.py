@@ -5,9 +5,10 @@
    error class, state + error, key, id, an enqueue-time range. The databases are built with the
    queue's own named statements (`insert_task`, `operator_update`): 97 % DONE, 2 % FAILED across
    error classes, 0.5 % BLOCKED, the rest PENDING.
-2. An accelerated 72h soak (`orch soak start --profile 72h --speed 4320`) with `orch soak serve`
+2. An accelerated 72h soak (`orch soak start --profile 72h --speed 2160`) with `orch soak serve`
    beside it: the server's RSS after the first soak hour and at the end, then the SSE backfill
-   time of the whole run for a fresh client.
+   time of the whole run for a fresh client; and the same soak without the server just before it
+   (verdict, wall time, p95 side by side).
 
     python bench/dashboard.py                    # everything -> reports/bench/dashboard.md
     python bench/dashboard.py --sizes 10000 --no-soak
@@ -121,6 +122,7 @@ def search_bench(n: int, reps: int) -> list[tuple]:
 def soak_bench(speed: float) -> dict:
     home = Path(tempfile.mkdtemp(prefix="dashsoak-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    started = time.monotonic()
     soak = subprocess.Popen([sys.executable, "-m", "orchestrator", "soak", "start", "--profile", "72h", "--speed",
                              str(speed), "--home", str(home)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=env, cwd=ROOT)
@@ -139,6 +141,7 @@ def soak_bench(speed: float) -> dict:
             if soak_t is not None and soak_t >= 3600 and not rss_1h:
                 rss_1h = rss
             tick.wait(0.25)
+        wall = time.monotonic() - started
         end = time.monotonic() + 60
         while time.monotonic() < end and not (_overview(port) or {}).get("complete"):
             tick.wait(0.2)
@@ -162,16 +165,31 @@ def soak_bench(speed: float) -> dict:
         if soak.poll() is None:
             soak.terminate()
             soak.wait(timeout=120)
-    tiles = None
-    for log in (home / "logs" / "soak").glob("soak_72h_*.jsonl"):
-        from orchestrator.sli import aggregate_file
-
-        f = aggregate_file(log).figures()
-        tiles = {"verdict": f["verdict"], "soak_t": f["run"]["end_t"],
-                 "aborts": [f"rule {a['rule']} {a['name']} at soak {a['t']:.0f} s" for a in f["aborts"]],
-                 "p95": f["sli2"]["p95"], "success": f["sli1"]["success"]}
     return {"speed": speed, "exit": soak.returncode, "rss_1h": rss_1h, "rss_end": rss_end, "rss_max": rss_max,
-            "points": points, "backfill_s": backfill, "run": tiles, "load": os.getloadavg()}
+            "points": points, "backfill_s": backfill, "run": _run_figures(home), "wall": wall,
+            "load": os.getloadavg()}
+
+
+def control_bench(speed: float) -> dict:
+    """The same soak with no server beside it: the baseline for the soak's own figures."""
+    home = Path(tempfile.mkdtemp(prefix="dashsoak-control-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    started = time.monotonic()
+    code = subprocess.run([sys.executable, "-m", "orchestrator", "soak", "start", "--profile", "72h", "--speed",
+                           str(speed), "--home", str(home)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          env=env, cwd=ROOT).returncode
+    return {"exit": code, "wall": time.monotonic() - started, "run": _run_figures(home), "load": os.getloadavg()}
+
+
+def _run_figures(home: Path) -> dict | None:
+    from orchestrator.sli import aggregate_file
+
+    for log in (home / "logs" / "soak").glob("soak_72h_*.jsonl"):
+        f = aggregate_file(log).figures()
+        return {"verdict": f["verdict"], "soak_t": f["run"]["end_t"],
+                "aborts": [f"rule {a['rule']} {a['name']} at soak {a['t']:.0f} s" for a in f["aborts"]],
+                "p95": f["sli2"]["p95"], "success": f["sli1"]["success"]}
+    return None
 
 
 def replay_bench(minutes: int = 72 * 60, per_minute: int = 5) -> dict:
@@ -261,7 +279,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--reps", type=int, default=40)
-    ap.add_argument("--speed", type=float, default=4320.0)
+    ap.add_argument("--speed", type=float, default=2160.0,
+                    help="soak speed (default: the highest at which the 72h profile met its SLOs in bench/soak.py)")
     ap.add_argument("--no-soak", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "reports" / "bench" / "dashboard.md"))
     args = ap.parse_args()
@@ -269,6 +288,7 @@ def main() -> None:
     for n in (int(x) for x in args.sizes.split(",")):
         rows += search_bench(n, args.reps)
     replay = None if args.no_soak else replay_bench()
+    control = None if args.no_soak else control_bench(args.speed)
     soak = None if args.no_soak else soak_bench(args.speed)
     lines = ["# On-call view benchmark (bench/dashboard.py)", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other people's tests: timings are "
@@ -301,10 +321,17 @@ def main() -> None:
                   f"{ratio:.2f} |", "",
                   f"SSE backfill of the whole run for a fresh client: {soak['points']:,} points in "
                   f"{soak['backfill_s'] * 1000:.0f} ms.", "",
-                  f"The run itself: verdict {soak['run']['verdict']}, soak {soak['run']['soak_t'] / 3600:.1f} h, "
-                  f"p95 {soak['run']['p95'] or 0:.1f} s, success {(soak['run']['success'] or 0) * 100:.2f} %; aborts: "
-                  f"{'; '.join(soak['run']['aborts']) or 'none'}. Load average at the end (1/5/15 min): "
-                  + " / ".join(f"{x:.1f}" for x in soak["load"]) + ".", ""]
+                  "The soak with the server beside it and, just before it, the same soak without it (the "
+                  "baseline; a server that only reads should change neither verdict nor timing):", "",
+                  "| run | exit | verdict | wall s | soak h | p95 s | success | aborts | load (1/5/15 min) at the end |",
+                  "|---|---:|---|---:|---:|---:|---:|---|---|"]
+        for label, r in (("without the server", control), ("with the server", soak)):
+            run = r["run"] or {}
+            lines.append(f"| {label} | {r['exit']} | {run.get('verdict')} | {r['wall']:.1f} | "
+                         f"{(run.get('soak_t') or 0) / 3600:.1f} | {run.get('p95') or 0:.1f} | "
+                         f"{(run.get('success') or 0) * 100:.2f} % | {'; '.join(run.get('aborts') or []) or 'none'} | "
+                         + " / ".join(f"{x:.1f}" for x in r["load"]) + " |")
+        lines.append("")
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
 
