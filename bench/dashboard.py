@@ -119,13 +119,19 @@ def search_bench(n: int, reps: int) -> list[tuple]:
     return rows
 
 
-def soak_bench(speed: float) -> dict:
-    home = Path(tempfile.mkdtemp(prefix="dashsoak-"))
+def start_soak(speed: float, prefix: str) -> tuple[Path, dict, subprocess.Popen]:
+    """`orch soak start --profile 72h` in a fresh home, without the caller's ORCH_* variables."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    started = time.monotonic()
     soak = subprocess.Popen([sys.executable, "-m", "orchestrator", "soak", "start", "--profile", "72h", "--speed",
-                             str(speed), "--home", str(home)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=env, cwd=ROOT)
+                             str(speed), "--home", str(home)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    return home, env, soak
+
+
+def soak_bench(speed: float) -> dict:
+    started = time.monotonic()
+    home, env, soak = start_soak(speed, "dashsoak-")
     serve = subprocess.Popen([sys.executable, "-m", "orchestrator", "soak", "serve", "--port", "0", "--home",
                               str(home)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT, text=True)
     line = serve.stdout.readline()
@@ -172,12 +178,9 @@ def soak_bench(speed: float) -> dict:
 
 def control_bench(speed: float) -> dict:
     """The same soak with no server beside it: the baseline for the soak's own figures."""
-    home = Path(tempfile.mkdtemp(prefix="dashsoak-control-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
     started = time.monotonic()
-    code = subprocess.run([sys.executable, "-m", "orchestrator", "soak", "start", "--profile", "72h", "--speed",
-                           str(speed), "--home", str(home)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          env=env, cwd=ROOT).returncode
+    home, _, soak = start_soak(speed, "dashsoak-control-")
+    code = soak.wait()
     return {"exit": code, "wall": time.monotonic() - started, "run": _run_figures(home), "load": os.getloadavg()}
 
 
