@@ -63,6 +63,7 @@ TRANSIENT = frozenset(
     {ErrorClass.TIMEOUT, ErrorClass.RATE_LIMIT, ErrorClass.NETWORK, ErrorClass.SERVER_ERROR, ErrorClass.DB_LOCK}
 )
 DETAIL_MAX = 200
+NO_FENCING = "ORCH_TEST_UNSAFE_NO_FENCING"  # test-only: `1` turns the epoch fence off (QueueConfig.fencing)
 
 
 class TaskError(Exception):
@@ -172,5 +173,6 @@ class QueueConfig:
     writer_queue: bool = True  # queue writers on a kernel lock (flock) before BEGIN IMMEDIATE
     # TEST-ONLY: False lets `complete` skip the epoch fence, so the drills' tests can show that a
     # drill reports FAIL when fencing is broken. Only ORCH_TEST_UNSAFE_NO_FENCING=1 turns it off;
-    # a drill run with any ORCH_TEST_UNSAFE_* variable set cannot pass (docs/drills.md).
-    fencing: bool = field(default_factory=lambda: os.environ.get("ORCH_TEST_UNSAFE_NO_FENCING") != "1")
+    # a drill run with any ORCH_TEST_UNSAFE_* variable set cannot pass, and `orch soak start`
+    # refuses to run with it (docs/drills.md).
+    fencing: bool = field(default_factory=lambda: os.environ.get(NO_FENCING) != "1")

@@ -6,11 +6,13 @@ Heavy modules (numpy, APScheduler, matplotlib) are imported inside the commands,
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
 from ..errors import UsageError
+from ..model import NO_FENCING
 from ..home import Home
 from .common import home_option, json_option, print_json
 from .render import emit_table
@@ -50,6 +52,7 @@ def _finish(outcome) -> None:
               help="Alertmanager-style alerts from the on-call server (implies --serve; repeatable).")
 @home_option
 def start(profile_spec, speed, workers, seed, handler, serve, serve_port, webhooks, home):
+    _refuse_unfenced()
     from .. import profiles
     from ..soak import StartRequest
     from ..soak import start as start_run
@@ -71,11 +74,19 @@ def start(profile_spec, speed, workers, seed, handler, serve, serve_port, webhoo
     _finish(outcome)
 
 
+def _refuse_unfenced() -> None:
+    """A soak is evidence that stale workers are fenced: it never runs with the fence switched off."""
+    if os.environ.get(NO_FENCING) == "1":
+        raise UsageError(f"{NO_FENCING}=1 is set: that test-only switch turns the epoch fence off, "
+                         "and a soak does not run without it")
+
+
 @soak.command(help="Continue a run whose supervisor was killed: same run, no arrival lost or doubled.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes (default: the profile's).")
 @click.option("--handler", default="orchestrator.handlers:synthetic", show_default=True)
 @home_option
 def resume(workers, handler, home):
+    _refuse_unfenced()
     from ..soak import resume as resume_run
 
     _finish(resume_run(Home.resolve(home), workers, handler, sys.stdout.isatty()))
