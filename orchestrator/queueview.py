@@ -16,7 +16,8 @@ from .tasks import Task, event_dict, task_name
 
 
 class QueueView:
-    """A connection to the queue database and every read of it.
+    """A connection to the queue database and every read of it. The connection's `Writer` is set
+    up here too (it takes no lock and opens no file until `queue.Queue` writes through it).
 
     With no `clock`, it runs on the clock of the run in progress (else the wall clock), so every
     process of a run agrees on soak time.
