@@ -153,8 +153,6 @@ def fill_history(path: Path, done: int, pending: int) -> None:
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=OFF")
-    base = {"wall": 0.0, "task": None, "key": None, "attempt": 1, "epoch": 1, "worker": "history", "error": None,
-            "actor": None, "notes": None, "data": None}
     for start in range(1, done + 1, FILL_CHUNK):
         now = time.time()
         conn.execute("BEGIN IMMEDIATE")
@@ -165,8 +163,9 @@ def fill_history(path: Path, done: int, pending: int) -> None:
             conn.execute(q("insert_effect"), {"key": row["key"], "task": task, "epoch": 1, "worker": "history",
                                               "t": now, "result": None})
             for event, state, prev in (("leased", "IN_PROGRESS", "PENDING"), ("completed", "DONE", "IN_PROGRESS")):
-                conn.execute(q("insert_event"), {**base, "t": now, "wall": now, "event": event, "task": task,
-                                                 "key": row["key"], "state": state, "prev": prev})
+                # (t, wall, event, task, key, state, prev, attempt, epoch, worker, error, actor, notes, data)
+                conn.execute(q("insert_event"), (now, now, event, task, row["key"], state, prev, 1, 1, "history",
+                                                 None, None, None, None))
         conn.execute("COMMIT")
     conn.close()
 
@@ -263,15 +262,16 @@ class Drain:
         no dataclasses, one fixed event row. What the SQL alone costs. Mirrors queue.py's
         `_lease`/`_complete` as of this commit: keep it in step when they change."""
         conn, worker, done = self.conn, self.worker, 0
-        event = {"t": 0.0, "wall": 0.0, "event": "leased", "task": None, "key": None, "state": "IN_PROGRESS",
-                 "prev": "PENDING", "attempt": 1, "epoch": 1, "worker": worker, "error": None, "actor": None,
-                 "notes": None, "data": None}
+        # insert_event's columns: (t, wall, event, task, key, state, prev, attempt, epoch, worker, error, actor,
+        # notes, data)
+        rest = (1, 1, worker, None, None, None, None)
         while done < self.stop_after:
             now = time.time()
             conn.execute("BEGIN IMMEDIATE")
             row = conn.execute(q("lease"), {"worker": worker, "until": now + 30.0, "now": now, "limit": 1}).fetchone()
             if row is not None:
-                conn.execute(q("insert_event"), {**event, "task": row["id"], "key": row["key"], "t": now})
+                conn.execute(q("insert_event"), (now, now, "leased", row["id"], row["key"], "IN_PROGRESS", "PENDING",
+                                                 *rest))
             conn.execute("COMMIT")
             if row is None:
                 break
@@ -280,8 +280,8 @@ class Drain:
                                                           "id": row["id"], "epoch": row["epoch"]}).fetchone()
             conn.execute(q("insert_effect"), {"key": fenced["key"], "task": row["id"], "epoch": row["epoch"],
                                               "worker": worker, "t": now, "result": None})
-            conn.execute(q("insert_event"), {**event, "event": "completed", "task": row["id"], "key": row["key"],
-                                             "state": "DONE", "prev": "IN_PROGRESS", "t": now})
+            conn.execute(q("insert_event"), (now, now, "completed", row["id"], row["key"], "DONE", "IN_PROGRESS",
+                                             *rest))
             conn.execute("COMMIT")
             done += 1
         return {"n": done}
