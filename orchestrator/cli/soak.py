@@ -12,8 +12,8 @@ import sys
 import click
 
 from ..errors import UsageError
-from ..model import NO_FENCING
 from ..home import Home
+from ..model import NO_FENCING
 from .common import home_option, json_option, print_json
 from .render import emit_table
 
