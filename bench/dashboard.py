@@ -119,10 +119,15 @@ def search_bench(n: int, reps: int) -> list[tuple]:
     return rows
 
 
+def child_env() -> dict[str, str]:
+    """This environment without ORCH_* variables: each process gets only its own --home."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+
+
 def start_soak(speed: float, prefix: str) -> tuple[Path, dict, subprocess.Popen]:
     """`orch soak start --profile 72h` in a fresh home, without the caller's ORCH_* variables."""
     home = Path(tempfile.mkdtemp(prefix=prefix))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env = child_env()
     soak = subprocess.Popen([sys.executable, "-m", "orchestrator", "soak", "start", "--profile", "72h", "--speed",
                              str(speed), "--home", str(home)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
@@ -206,7 +211,7 @@ def replay_bench(minutes: int = 72 * 60, per_minute: int = 5) -> dict:
     log = home / "logs" / "soak" / "soak_72h_replay.jsonl"
     log.parent.mkdir(parents=True)
     b = LogBuilder()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env = child_env()
     serve = subprocess.Popen([sys.executable, "-m", "orchestrator", "soak", "serve", "--port", "0", "--home",
                               str(home)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT, text=True)
     port = int(serve.stdout.readline().split()[1].rstrip("/").rsplit(":", 1)[1])
@@ -326,7 +331,8 @@ def main() -> None:
                   f"{soak['backfill_s'] * 1000:.0f} ms.", "",
                   "The soak with the server beside it and, just before it, the same soak without it (the "
                   "baseline; a server that only reads should change neither verdict nor timing):", "",
-                  "| run | exit | verdict | wall s | soak h | p95 s | success | aborts | load (1/5/15 min) at the end |",
+                  "| run | exit | verdict | wall s | soak h | p95 s | success | aborts "
+                  "| load (1/5/15 min) at the end |",
                   "|---|---:|---|---:|---:|---:|---:|---|---|"]
         for label, r in (("without the server", control), ("with the server", soak)):
             run = r["run"] or {}
