@@ -24,10 +24,17 @@ def table_counts(path: Path) -> dict[str, int]:
         db.conn.close()
 
 
+def key_order(db: sqlite_utils.Database, name: str) -> str:
+    """An ORDER BY list that sorts `name` by its key: rowid, or the primary key of a table
+    WITHOUT ROWID (which has no rowid)."""
+    return ", ".join(f"[{pk}]" for pk in db[name].pks)
+
+
 def snapshot(path: Path) -> dict[str, list[dict[str, Any]]]:
-    """Every row of every table, in rowid order (compare two snapshots for 'no write')."""
+    """Every row of every table, in key order (compare two snapshots for 'no write')."""
     db = _open(path)
     try:
-        return {name: list(db.query(f"SELECT * FROM [{name}] ORDER BY rowid")) for name in db.table_names()}
+        return {name: list(db.query(f"SELECT * FROM [{name}] ORDER BY {key_order(db, name)}"))
+                for name in db.table_names()}
     finally:
         db.conn.close()

@@ -26,14 +26,23 @@ CREATE TABLE IF NOT EXISTS tasks (
     detail TEXT,
     plan TEXT
 );
+-- Every index on `tasks` that a lease or a completion changes is one more WAL page per commit, so
+-- the hot path touches three: tasks_due (leaving PENDING), tasks_state_id (old and new state) and
+-- the row itself. Expired leases are found through tasks_state_id: IN_PROGRESS holds the tasks in
+-- flight (bounded by workers x lease limit, or by the in-flight cap), not the queue's depth. The
+-- error indexes are partial: a task with no error class is in neither.
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at, id) WHERE state = 'PENDING';
-CREATE INDEX IF NOT EXISTS tasks_lease ON tasks (lease_until) WHERE state = 'IN_PROGRESS';
-CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state, error);
 -- The on-call tasks view (orchestrator/taskquery.py): keyset pages newest first by state, by error
--- class, and the id bounds of an enqueue-time range.
+-- class (and by both), and the id bounds of an enqueue-time range.
 CREATE INDEX IF NOT EXISTS tasks_state_id ON tasks (state, id);
 CREATE INDEX IF NOT EXISTS tasks_error ON tasks (error, id) WHERE error IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_error_state ON tasks (error, state, id) WHERE error IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_enqueued ON tasks (enqueued_at);
+-- Indexes of earlier versions that every lease and completion paid for (see above).
+DROP INDEX IF EXISTS tasks_lease;
+DROP INDEX IF EXISTS tasks_state;
+-- WITHOUT ROWID: the key is the table's own b-tree, one page written per effect instead of a
+-- rowid table's page and its key index's page.
 CREATE TABLE IF NOT EXISTS effects (
     key TEXT PRIMARY KEY,
     task INTEGER NOT NULL,
@@ -41,7 +50,7 @@ CREATE TABLE IF NOT EXISTS effects (
     worker TEXT,
     t REAL NOT NULL,
     result TEXT
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     t REAL NOT NULL,
@@ -111,7 +120,7 @@ SELECT 1 FROM tasks INDEXED BY tasks_due WHERE state = 'PENDING' AND due_at <= ?
 SELECT count(*) FROM tasks WHERE state = 'IN_PROGRESS';
 
 -- name: lease
--- INDEXED BY: without statistics the planner prefers tasks_state (state = ?) and then sorts every
+-- INDEXED BY: without statistics the planner prefers tasks_state_id (state = ?) and then sorts every
 -- PENDING row for the LIMIT, so a lease costs O(queue depth); tasks_due yields the due rows in order.
 UPDATE tasks
 SET state = 'IN_PROGRESS', epoch = epoch + 1, attempt = attempt + 1, worker = :worker,
@@ -166,10 +175,9 @@ SET state = 'PENDING', worker = NULL, lease_until = NULL, updated_at = :now, due
 WHERE id = :id AND state = 'IN_PROGRESS' AND epoch = :epoch;
 
 -- name: expired_leases
--- INDEXED BY: without statistics the planner reads tasks_state (every IN_PROGRESS row) and sorts
--- them; tasks_lease yields only the expired leases, already in lease_until order.
-SELECT id, key, attempt, max_attempts, epoch, worker, lease_until FROM tasks INDEXED BY tasks_lease
-WHERE state = 'IN_PROGRESS' AND lease_until < ? ORDER BY lease_until LIMIT ?;
+-- Reads every task in flight (a few per worker, whatever the queue's depth), oldest task first.
+SELECT id, key, attempt, max_attempts, epoch, worker, lease_until FROM tasks INDEXED BY tasks_state_id
+WHERE state = 'IN_PROGRESS' AND lease_until < ? ORDER BY id LIMIT ?;
 
 -- name: operator_update
 UPDATE tasks
@@ -191,7 +199,7 @@ SELECT error, state, count(*) AS n FROM tasks WHERE error IS NOT NULL GROUP BY e
 SELECT min(enqueued_at) FROM tasks WHERE state = 'PENDING';
 
 -- name: count_expired
-SELECT count(*) FROM tasks INDEXED BY tasks_lease WHERE state = 'IN_PROGRESS' AND lease_until < ?;
+SELECT count(*) FROM tasks INDEXED BY tasks_state_id WHERE state = 'IN_PROGRESS' AND lease_until < ?;
 
 -- name: in_flight_by_worker
 SELECT worker, count(*) AS n, min(heartbeat_at) AS oldest_heartbeat FROM tasks
@@ -283,7 +291,7 @@ WHERE state = :state AND id BETWEEN :lo AND :hi ORDER BY id DESC LIMIT :limit;
 
 -- name: tasks_page_state_error
 SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at, updated_at
-FROM tasks INDEXED BY tasks_state
+FROM tasks INDEXED BY tasks_error_state
 WHERE state = :state AND error = :error AND id BETWEEN :lo AND :hi
 ORDER BY id DESC LIMIT :limit;
 

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlite_utils
 
 from orchestrator.clock import HandClock
+from orchestrator.inspect import key_order
 from orchestrator.model import QueueConfig, RetryPolicy
 from orchestrator.queue import Queue
 
@@ -44,7 +46,8 @@ def dump_db(path: Path | str) -> dict[str, list[tuple]]:
             "sqlite_master": conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name").fetchall()
         }
         for name in names:
-            out[name] = conn.execute(f'SELECT * FROM "{name}" ORDER BY rowid').fetchall()
+            order = key_order(sqlite_utils.Database(conn), name)
+            out[name] = conn.execute(f'SELECT * FROM "{name}" ORDER BY {order}').fetchall()
     finally:
         conn.close()
     missing = set(QUEUE_TABLES) - set(out)

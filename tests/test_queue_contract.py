@@ -6,12 +6,14 @@ backend can be held to the same contract.
 
 from __future__ import annotations
 
+import platform
 import sqlite3
 
 import orjson
 import pytest
 
 from orchestrator.errors import KeyConflict, StoreError, UnknownTask, UsageError
+from orchestrator.heap import keep_freed_memory
 from orchestrator.model import QueueConfig
 from orchestrator.queue import Queue
 from orchestrator.sqlfile import q
@@ -38,7 +40,8 @@ def test_new_database_has_the_schema_in_wal_mode(queue, db_path):
     tables = {r[0] for r in queue.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"meta", "tasks", "events", "effects", "runs"} <= tables
     indexes = {r[0] for r in queue.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"tasks_due", "tasks_lease"} <= indexes
+    assert {"tasks_due", "tasks_state_id"} <= indexes
+    assert not {"tasks_lease", "tasks_state"} & indexes  # dropped: every lease and completion wrote them
     assert queue.conn.execute(q("schema_version")).fetchone()[0] == "orch-queue/1"
     assert queue.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db_path.exists()
@@ -439,8 +442,15 @@ def test_hot_queries_use_the_partial_indexes(statistics, queue, clock):
     }
     assert any("USING INDEX tasks_due" in d or "USING COVERING INDEX tasks_due" in d for d in plans["lease"]), plans
     assert any("INDEX tasks_due" in d for d in plans["any_due"]), plans
-    assert any("INDEX tasks_lease" in d for d in plans["expired_leases"]), plans
-    assert any("INDEX tasks_lease" in d for d in plans["count_expired"]), plans
+    # expired leases: a range of tasks_state_id over the tasks in flight, never the queue's depth
+    assert any("INDEX tasks_state_id (state=?)" in d for d in plans["expired_leases"]), plans
+    assert any("INDEX tasks_state_id (state=?)" in d for d in plans["count_expired"]), plans
     for name, details in plans.items():
         assert not any(d.startswith("SCAN tasks") for d in details), (name, details)
         assert not any("USE TEMP B-TREE" in d for d in details), (name, details)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_opening_a_queue_keeps_freed_heap_memory(queue):
+    # store.connect ran it; a second call returns the first answer: mallopt accepted both settings
+    assert keep_freed_memory() is True

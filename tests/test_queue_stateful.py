@@ -13,11 +13,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import pytest
+import sqlite_utils
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from orchestrator.errors import IllegalTransition, KeyConflict, UnknownTask
+from orchestrator.inspect import key_order
 from orchestrator.model import ErrorClass, QueueConfig, RetryPolicy
 from orchestrator.queue import Queue
 from orchestrator.tasks import event_dict
@@ -106,7 +108,8 @@ class QueueMachine(RuleBasedStateMachine):
     # --- helpers --------------------------------------------------------------------------
     def dump(self) -> dict:
         conn = self.queue.conn
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall()
+        db = sqlite_utils.Database(conn)
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY {key_order(db, t)}").fetchall()
                 for t in ("tasks", "events", "effects", "meta", "runs")}
 
     def by_id(self, task: int) -> Model:

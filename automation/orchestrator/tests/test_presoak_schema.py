@@ -27,7 +27,7 @@ def test_queue_schema(queue, home):
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"meta", "tasks", "events", "effects", "runs"} <= tables
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"tasks_due", "tasks_lease", "events_task"} <= indexes
+    assert {"tasks_due", "tasks_state_id", "events_task"} <= indexes
     assert conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()[0] == "orch-queue/1"
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     effects_pk = [r["name"] for r in conn.execute("PRAGMA table_info(effects)") if r["pk"]]
