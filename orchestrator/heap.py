@@ -1,0 +1,34 @@
+"""Keep freed heap memory mapped in processes that write the queue (glibc only).
+
+SQLite drops a connection's whole page cache whenever another process has written the database
+since the connection's last transaction, which on a busy queue is before almost every one. With
+glibc's default trim threshold (128 KiB) the freed pages go back to the kernel at once (`brk`),
+and the next transaction faults fresh zeroed pages in again. Four `orch worker` processes on two
+cores spent more time in that churn than in SQL: raising the threshold lifted their drain rate
+from about 2,200 to 3,600-4,100 tasks/s on the development machine (reports/bench/soak.md has the
+current figures). A process keeps at most TRIM_THRESHOLD of freed memory it could have returned.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+
+M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
+M_TOP_PAD = -2
+TRIM_THRESHOLD = 16 * 2**20
+TOP_PAD = 2**20
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Raise glibc's trim threshold and top pad for this process, once. False where the C
+    library has no `mallopt` (musl, macOS): nothing changes there."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and mallopt(M_TOP_PAD, TOP_PAD) == 1
