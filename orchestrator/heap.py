@@ -12,7 +12,6 @@ current figures). A process keeps at most TRIM_THRESHOLD of freed memory it coul
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
@@ -26,8 +25,8 @@ def keep_freed_memory() -> bool:
     """Raise glibc's trim threshold and top pad for this process, once. False where the C
     library has no `mallopt` (musl, macOS): nothing changes there."""
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
-    except (OSError, AttributeError, TypeError):
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on (no ldconfig lookup)
+    except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
