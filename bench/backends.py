@@ -3,7 +3,8 @@
 - `queue`: the orchestrator's lease queue (orchestrator/queue.py) through its public API only:
   `Queue(path, clock, QueueConfig(synchronous=...))`, `enqueue`, `enqueue_many`, `lease`, `complete`.
   `queue_cl` drains through `complete_and_lease` (complete one task and lease the next in one
-  transaction), one task per lease.
+  transaction), one task per lease; `queue_b` leases a batch and acknowledges it with
+  `complete_many` (one transaction for the batch's completions).
 - `bare`: a ceiling, not a product: the least SQL that can lease and complete one row. One table
   (id, state, epoch, worker, lease_until) with a partial index on the PENDING rows; a lease is one
   transaction (`BEGIN IMMEDIATE; UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING; COMMIT`),
@@ -223,7 +224,7 @@ class Drain:
         self.limit = int(cmd.get("limit", 1))
         self.stop_after = cmd.get("stop_after") or float("inf")
         self.queue = self.storage = None
-        if self.kind in ("queue", "queue_cl", "replay"):
+        if self.kind in ("queue", "queue_cl", "queue_b", "replay"):
             self.queue = open_queue(path, sync)
             self.conn = self.queue.conn
         elif self.kind in ("bare", "bare1"):
@@ -254,6 +255,14 @@ class Drain:
             for lease in leases:
                 if queue.complete(lease.task, lease.epoch, worker) == "completed":
                     done += 1
+        return {"n": done, "lock_retries": queue.write.lock_retries}
+
+    def _run_queue_b(self) -> dict:
+        """Lease a batch, then acknowledge all of it with `complete_many` (one transaction)."""
+        queue, worker, done = self.queue, self.worker, 0
+        while done < self.stop_after and (leases := queue.lease(worker, self.limit)):
+            outcomes = queue.complete_many([(lease.task, lease.epoch, None) for lease in leases], worker)
+            done += outcomes.count("completed")
         return {"n": done, "lock_retries": queue.write.lock_retries}
 
     def _run_replay(self) -> dict:

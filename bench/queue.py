@@ -177,11 +177,12 @@ class Bench:
         for sync in SYNCS:
             n = self.plan.drain[sync]
             for procs in PROCS:
-                variants = [("bare", 1), ("huey", 1), ("queue", 1), ("queue_cl", 1), ("queue", LEASE_BATCH)]
+                variants = [("bare", 1), ("huey", 1), ("queue", 1), ("queue_cl", 1), ("queue", LEASE_BATCH),
+                            ("queue_b", LEASE_BATCH)]
                 if procs == 1:
                     variants.append(("bare1", 1))
                 runs = {(kind, limit): ({"kind": kind, "limit": limit, "total": n},
-                                        self.copy({"bare1": "bare", "queue_cl": "queue"}.get(kind, kind), n))
+                                        self.copy({"bare1": "bare", "queue_cl": "queue", "queue_b": "queue"}.get(kind, kind), n))
                         for kind, limit in rotate(variants, rep + procs)}
                 for (kind, limit), out in self.interleaved(workers, procs, sync, runs, None).items():
                     if out["n"] != n:

@@ -199,6 +199,22 @@ class Queue(QueueView):
 
         return self.write(tx)
 
+    def complete_many(self, done: Sequence[tuple[int, int, Any]], worker: str | None = None) -> list[str]:
+        """`complete` for several leases in one transaction (a batch acknowledgement): one outcome
+        per (task, epoch, result), in order. Each is fenced on its own (a stale one is rejected and
+        recorded, the others complete); an unknown task refuses the whole batch, writing nothing.
+        The effects of a batch commit together, so a caller that holds finished work back for a
+        batch also risks running all of it again after a crash (the idempotency keys keep the
+        effects single). `orch worker` completes each task as it finishes."""
+        bodies = [orjson.dumps(result).decode() if result is not None else None for _task, _epoch, result in done]
+
+        def tx(conn: sqlite3.Connection) -> list[str]:
+            now = self.clock.now()
+            return [self._complete(conn, now, task, epoch, worker, body)
+                    for (task, epoch, _result), body in zip(done, bodies)]
+
+        return self.write(tx)
+
     def _complete(self, conn: sqlite3.Connection, now: float, task: int, epoch: int, worker: str | None,
                   body: str | None, spend: float | None = None) -> str:
         # The guard is the UPDATE's WHERE: it applies only while (IN_PROGRESS, epoch) holds.

@@ -219,6 +219,33 @@ def test_complete_and_lease_is_one_transaction(queue):
     assert queue.effect_of("k0")["epoch"] == 1
 
 
+def test_complete_many_acknowledges_a_batch_in_one_transaction_each_fenced(queue):
+    queue.enqueue_many([(f"k{i}", {}) for i in range(4)])
+    leases = queue.lease("w1", limit=4)
+    queue.conn.execute("INSERT INTO effects (key, task, epoch, worker, t, result) VALUES ('k2', 3, 0, 'old', 0, NULL)")
+    queue.operate("cancel", leases[1].task, actor="oncall", notes="pulled")  # fences k1's lease
+    seq = queue.last_seq()
+    done = [(lease.task, lease.epoch, {"n": i}) for i, lease in enumerate(leases)]
+    assert queue.complete_many(done, "w1") == ["completed", "stale_rejected", "idempotency_skip", "completed"]
+    new = queue.events_after(seq)
+    assert [(r["event"], r["task"]) for r in new] == [
+        ("completed", 1), ("stale_rejected", 2), ("idempotency_skip", 3), ("completed", 4)]
+    assert len({r["t"] for r in new}) == 1  # one transaction, one clock reading
+    assert {k: queue.effect_of(k)["worker"] for k in ("k0", "k2", "k3")} == {"k0": "w1", "k2": "old", "k3": "w1"}
+    assert queue.effect_of("k1") is None
+    assert orjson.loads(queue.effect_of("k3")["result"]) == {"n": 3}
+    assert [queue.get(lease.task).state.value for lease in leases] == ["DONE", "CANCELLED", "DONE", "DONE"]
+
+
+def test_complete_many_with_an_unknown_task_writes_nothing(queue, db_path, dump):
+    queue.enqueue_many([("a", {}), ("b", {})])
+    leases = queue.lease("w1", limit=2)
+    before = dump(db_path)
+    with pytest.raises(UnknownTask, match="no task ORCH-99"):
+        queue.complete_many([(leases[0].task, leases[0].epoch, None), (99, 1, None)], "w1")
+    assert dump(db_path) == before
+
+
 def test_a_lease_says_when_the_key_already_has_an_effect(queue):
     queue.enqueue_many([("k", {}), ("other", {})])
     queue.conn.execute("INSERT INTO effects (key, task, epoch, worker, t, result) VALUES ('k', 1, 0, 'old', 0, NULL)")
