@@ -16,8 +16,8 @@ import functools
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 M_TOP_PAD = -2
-TRIM_THRESHOLD = 16 * 2**20
-TOP_PAD = 2**20
+TRIM_THRESHOLD = 4 * 2**20  # above SQLite's default page cache (2 MB), which is what churns
+TOP_PAD = 2**19
 
 
 @functools.cache
