@@ -24,6 +24,11 @@ from .model import QueueConfig
 from .sqlfile import q
 
 SCHEMA_ID = "orch-queue/1"
+# A new database's page size. A lease or a completion writes about ten pages (the task row, its
+# index entries, an event and its index entry, the effect), each a whole page in the WAL: 1 KiB
+# pages made a commit 40 % cheaper than SQLite's default 4 KiB and four workers drain about 15 %
+# more, while full scans (`ops status` counts every task) take about 1.7x as long.
+PAGE_SIZE = 1024
 T = TypeVar("T")
 
 
@@ -87,6 +92,7 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     """Create the schema in one transaction, so that a process opening the database at the same
     moment sees either no tables or all of them with the schema row (never a half-made schema,
     which would read as a foreign one). WAL first, so readers are not blocked meanwhile."""
+    conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before WAL: it applies to an empty database only
     conn.execute("PRAGMA journal_mode=WAL")
     try:
         conn.executescript("BEGIN IMMEDIATE;\n" + q("schema") + "\nCOMMIT;")

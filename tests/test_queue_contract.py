@@ -17,6 +17,7 @@ from orchestrator.heap import keep_freed_memory
 from orchestrator.model import QueueConfig
 from orchestrator.queue import Queue
 from orchestrator.sqlfile import q
+from orchestrator.store import PAGE_SIZE
 from orchestrator.tasks import event_dict, parse_task_id, task_name
 
 TTL = 30.0  # TEST_CONFIG.lease_ttl
@@ -44,6 +45,7 @@ def test_new_database_has_the_schema_in_wal_mode(queue, db_path):
     assert not {"tasks_lease", "tasks_state"} & indexes  # dropped: every lease and completion wrote them
     assert queue.conn.execute(q("schema_version")).fetchone()[0] == "orch-queue/1"
     assert queue.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert queue.conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
     assert db_path.exists()
 
 
