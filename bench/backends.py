@@ -35,6 +35,7 @@ from orchestrator.clock import WALL
 from orchestrator.model import QueueConfig
 from orchestrator.queue import Queue
 from orchestrator.sqlfile import q
+from orchestrator.store import PAGE_SIZE
 
 BUSY_TIMEOUT = 5.0  # seconds: QueueConfig.busy_timeout through the wall clock
 FILL_CHUNK = 1000
@@ -85,6 +86,7 @@ def open_queue(path: Path, sync: str) -> Queue:
 
 def open_bare(path: Path, sync: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT)
+    conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # the queue's (a new database only): the same setting
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={sync}")
     conn.executescript(BARE_SCHEMA)

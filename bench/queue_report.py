@@ -84,7 +84,9 @@ def render(rates: dict[tuple, list[float]], facts: dict, meta: dict) -> str:
       "rows set `PRAGMA synchronous=NORMAL` on the storage's own connection after it opened** (not a "
       "constructor option). huey has no batched enqueue and no batched dequeue.")
     w("- All three: WAL, the same synchronous setting (read back from each connection and checked), the same "
-      "Python `sqlite3` module, default page cache and automatic checkpoints. Queue payloads are ~100 bytes of JSON. "
+      "Python `sqlite3` module, default page cache and automatic checkpoints. The queue and bare databases have "
+      "the queue's page size (`orchestrator.store.PAGE_SIZE`, 1 KiB); huey's has SQLite's default (4 KiB). "
+      "Queue payloads are ~100 bytes of JSON. "
       "Worker processes are separate OS processes (`python -m bench.backends`), each opening its own connection, "
       "started together on a pre-filled database; pre-filling and process start-up are not timed. "
       "The drain runs the queue API directly (no handler, no heartbeat thread, no `has_due` poll).")
@@ -267,7 +269,7 @@ def evidence(w, f: Figures, facts: dict, plan, syncs, procs_list, lb: int) -> No
       f"replay/bare {fmt_ratio(f.ratio(('inproc', 'replay'), ('inproc', 'bare')))}, "
       f"queue/bare {fmt_ratio(f.ratio(('inproc', 'queue'), ('inproc', 'bare')))}: the SQL costs "
       f"{1e6 / replay:,.0f} µs per task, the Python layer {python_us:,.0f} µs more, bare {1e6 / bare:,.0f} µs in all.")
-    w(f"- WAL pages written per lease+complete (checkpoints off): queue {pages['queue']:.1f}, bare "
+    w(f"- WAL pages (frames of one page each) written per lease+complete (checkpoints off): queue {pages['queue']:.1f}, bare "
       f"{pages['bare']:.1f} ({pages['queue'] / pages['bare']:.1f}x).")
     w(f"- cProfile of the same drain (the profiler inflates Python time): {total:,.0f} µs per task, of which "
       f"SQLite calls {prof['sqlite']:,.0f} µs ({prof['sqlite'] / total:.0%}), tenacity's retry wrapper "
