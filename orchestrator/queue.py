@@ -206,6 +206,8 @@ class Queue(QueueView):
         The effects of a batch commit together, so a caller that holds finished work back for a
         batch also risks running all of it again after a crash (the idempotency keys keep the
         effects single). `orch worker` completes each task as it finishes."""
+        if not done:
+            return []
         bodies = [orjson.dumps(result).decode() if result is not None else None for _task, _epoch, result in done]
 
         def tx(conn: sqlite3.Connection) -> list[str]:

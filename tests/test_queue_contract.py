@@ -246,6 +246,7 @@ def test_complete_many_with_an_unknown_task_writes_nothing(queue, db_path, dump)
     with pytest.raises(UnknownTask, match="no task ORCH-99"):
         queue.complete_many([(leases[0].task, leases[0].epoch, None), (99, 1, None)], "w1")
     assert dump(db_path) == before
+    assert queue.complete_many([], "w1") == [] and dump(db_path) == before
 
 
 def test_a_lease_says_when_the_key_already_has_an_effect(queue):
