@@ -26,21 +26,6 @@ CREATE TABLE IF NOT EXISTS tasks (
     detail TEXT,
     plan TEXT
 );
--- Every index on `tasks` that a lease or a completion changes is one more WAL page per commit, so
--- the hot path touches three: tasks_due (leaving PENDING), tasks_state_id (old and new state) and
--- the row itself. Expired leases are found through tasks_state_id: IN_PROGRESS holds the tasks in
--- flight (bounded by workers x lease limit, or by the in-flight cap), not the queue's depth. The
--- error indexes are partial: a task with no error class is in neither.
-CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at, id) WHERE state = 'PENDING';
--- The on-call tasks view (orchestrator/taskquery.py): keyset pages newest first by state, by error
--- class (and by both), and the id bounds of an enqueue-time range.
-CREATE INDEX IF NOT EXISTS tasks_state_id ON tasks (state, id);
-CREATE INDEX IF NOT EXISTS tasks_error ON tasks (error, id) WHERE error IS NOT NULL;
-CREATE INDEX IF NOT EXISTS tasks_error_state ON tasks (error, state, id) WHERE error IS NOT NULL;
-CREATE INDEX IF NOT EXISTS tasks_enqueued ON tasks (enqueued_at);
--- Indexes of earlier versions that every lease and completion paid for (see above).
-DROP INDEX IF EXISTS tasks_lease;
-DROP INDEX IF EXISTS tasks_state;
 -- WITHOUT ROWID: the key is the table's own b-tree, one page written per effect instead of a
 -- rowid table's page and its key index's page.
 CREATE TABLE IF NOT EXISTS effects (
@@ -93,6 +78,24 @@ CREATE TABLE IF NOT EXISTS runs (
     inflight_cap INTEGER
 );
 INSERT OR IGNORE INTO meta (name, value) VALUES ('schema', 'orch-queue/1');
+
+-- name: indexes
+-- Every index on `tasks` that a lease or a completion changes is one more WAL page per commit, so
+-- the hot path touches three: tasks_due (leaving PENDING), tasks_state_id (old and new state) and
+-- the row itself. Expired leases are found through tasks_state_id: IN_PROGRESS holds the tasks in
+-- flight (bounded by workers x lease limit, or by the in-flight cap), not the queue's depth. The
+-- error indexes are partial: a task with no error class is in neither.
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at, id) WHERE state = 'PENDING';
+-- The on-call tasks view (orchestrator/taskquery.py): keyset pages newest first by state, by error
+-- class (and by both), and the id bounds of an enqueue-time range.
+CREATE INDEX IF NOT EXISTS tasks_state_id ON tasks (state, id);
+CREATE INDEX IF NOT EXISTS tasks_error ON tasks (error, id) WHERE error IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_error_state ON tasks (error, state, id) WHERE error IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_enqueued ON tasks (enqueued_at);
+-- Indexes of earlier versions that every lease and completion paid for (see above). An older
+-- database gets this block once when it is opened (orchestrator/store.py).
+DROP INDEX IF EXISTS tasks_lease;
+DROP INDEX IF EXISTS tasks_state;
 
 -- name: schema_version
 SELECT value FROM meta WHERE name = 'schema';

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from .model import QueueConfig
 from .sqlfile import q
 
 SCHEMA_ID = "orch-queue/1"
+_INDEX_DDL = re.compile(r"^(CREATE|DROP) INDEX IF (?:NOT )?EXISTS (\w+)", re.MULTILINE)
 # A new database's page size. A lease or a completion writes about ten pages (the task row, its
 # index entries, an event and its index entry, the effect), each a whole page in the WAL: 1 KiB
 # pages made a commit 40 % cheaper than SQLite's default 4 KiB and four workers drain about 15 %
@@ -86,6 +88,28 @@ def _check_schema(conn: sqlite3.Connection, path: Path, create: bool) -> None:
     if row is None or row[0] != SCHEMA_ID:
         found = row[0] if row else "none"
         raise StoreError(f"foreign schema in {path} (schema {found}, expected {SCHEMA_ID})")
+    _upgrade_indexes(conn)
+
+
+def _index_names() -> tuple[set[str], set[str]]:
+    """The indexes queue.sql's `indexes` block creates, and the ones it drops."""
+    found = _INDEX_DDL.findall(q("indexes"))
+    return {name for verb, name in found if verb == "CREATE"}, {name for verb, name in found if verb == "DROP"}
+
+
+def _upgrade_indexes(conn: sqlite3.Connection) -> None:
+    """A database made by an earlier version gets this version's indexes (queries name some of
+    them in INDEXED BY) and loses the ones that only slowed writes. Nothing is written when the
+    indexes already match; a database that cannot be written now keeps its old ones."""
+    have = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    wanted, dropped = _index_names()
+    if wanted <= have and not dropped & have:
+        return
+    try:
+        conn.executescript("BEGIN IMMEDIATE;\n" + q("indexes") + "\nCOMMIT;")
+    except sqlite3.OperationalError:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
@@ -95,7 +119,7 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before WAL: it applies to an empty database only
     conn.execute("PRAGMA journal_mode=WAL")
     try:
-        conn.executescript("BEGIN IMMEDIATE;\n" + q("schema") + "\nCOMMIT;")
+        conn.executescript("BEGIN IMMEDIATE;\n" + q("schema") + "\n" + q("indexes") + "\nCOMMIT;")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")

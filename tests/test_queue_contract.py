@@ -221,6 +221,25 @@ def test_complete_and_lease_is_one_transaction(queue):
     assert queue.effect_of("k0")["epoch"] == 1
 
 
+def test_an_older_database_gets_this_versions_indexes_when_opened(db_path, clock, dump):
+    with Queue(db_path, clock) as queue:
+        queue.enqueue("k", {})
+    conn = sqlite3.connect(db_path)  # what the previous version left: its indexes, not this one's
+    conn.executescript("DROP INDEX tasks_error_state;"
+                       "CREATE INDEX tasks_lease ON tasks (lease_until) WHERE state = 'IN_PROGRESS';"
+                       "CREATE INDEX tasks_state ON tasks (state, error);")
+    conn.close()
+    with Queue(db_path, clock, create=False) as queue:
+        indexes = {r[0] for r in queue.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "tasks_error_state" in indexes and not {"tasks_lease", "tasks_state"} & indexes
+        params = {"state": "PENDING", "error": "timeout", "lo": 0, "hi": 10, "limit": 5}
+        assert queue.conn.execute(q("tasks_page_state_error"), params).fetchall() == []
+    before = dump(db_path)
+    with Queue(db_path, clock, create=False):
+        pass
+    assert dump(db_path) == before  # indexes that match: nothing written
+
+
 def test_complete_many_acknowledges_a_batch_in_one_transaction_each_fenced(queue):
     queue.enqueue_many([(f"k{i}", {}) for i in range(4)])
     leases = queue.lease("w1", limit=4)
