@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from orchestrator.clock import WALL
+from orchestrator.heap import keep_freed_memory
 from orchestrator.model import QueueConfig
 from orchestrator.queue import Queue
 from orchestrator.sqlfile import q
@@ -341,7 +342,10 @@ class Drain:
 
 
 def serve() -> None:
-    """The worker-process loop: command -> `ready` -> `go` -> result, until stdin closes."""
+    """The worker-process loop: command -> `ready` -> `go` -> result, until stdin closes. Every
+    backend's process starts as an `orch worker` does, with the heap setting of orchestrator/heap.py
+    (the same setting for all three)."""
+    keep_freed_memory()
     out = sys.stdout
     for line in sys.stdin:
         drain = Drain(json.loads(line))

@@ -86,6 +86,7 @@ def render(rates: dict[tuple, list[float]], facts: dict, meta: dict) -> str:
     w("- All three: WAL, the same synchronous setting (read back from each connection and checked), the same "
       "Python `sqlite3` module, default page cache and automatic checkpoints. The queue and bare databases have "
       "the queue's page size (`orchestrator.store.PAGE_SIZE`, 1 KiB); huey's has SQLite's default (4 KiB). "
+      "Every worker process starts as `orch worker` does, with glibc's trim threshold raised (`orchestrator/heap.py`). "
       "Queue payloads are ~100 bytes of JSON. "
       "Worker processes are separate OS processes (`python -m bench.backends`), each opening its own connection, "
       "started together on a pre-filled database; pre-filling and process start-up are not timed. "

@@ -21,6 +21,7 @@ import orjson
 
 from .clock import Clock
 from .errors import OrchestratorError
+from .heap import keep_freed_memory
 from .queue import Queue
 from .tasks import parse_task_id
 
@@ -116,6 +117,7 @@ def lock_requester(sock_path: Path, clock: Clock, task: str):
 
 
 def run_agent(db: Path, run_id: str, sock_path: Path, folder: Path) -> int:
+    keep_freed_memory()
     from .runs import join
 
     run = join(db, run_id, "agent", folder)

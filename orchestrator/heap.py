@@ -7,6 +7,9 @@ and the next transaction faults fresh zeroed pages in again. Four `orch worker` 
 cores spent more time in that churn than in SQL: raising the threshold lifted their drain rate
 from about 2,200 to 3,600-4,100 tasks/s on the development machine (reports/bench/soak.md has the
 current figures). A process keeps at most TRIM_THRESHOLD of freed memory it could have returned.
+
+The soak's own processes call it (`orch worker`, the supervisor, the shipper, the chaos agent);
+opening a queue does not, so `ops` commands and the on-call server keep glibc's default.
 """
 
 from __future__ import annotations

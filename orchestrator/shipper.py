@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from .clock import iso_utc
+from .heap import keep_freed_memory
 from .queue import Queue
 from .runs import Run, RunStore, join
 from .tasks import task_name
@@ -119,6 +120,7 @@ class Shipper:
 
 
 def run_shipper(db: Path, run_id: str, folder: Path) -> int:
+    keep_freed_memory()
     run = join(db, run_id, "shipper", folder)
     if run is None:
         return 0

@@ -20,7 +20,6 @@ from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay,
 
 from .clock import Clock
 from .errors import DbLockError, StoreError
-from .heap import keep_freed_memory
 from .model import QueueConfig
 from .sqlfile import q
 
@@ -42,7 +41,6 @@ def is_busy(exc: BaseException) -> bool:
 
 def connect(path: Path, config: QueueConfig, *, create: bool = True) -> sqlite3.Connection:
     """Open (and on first use create) the queue database; refuse a foreign or broken file."""
-    keep_freed_memory()  # SQLite's page cache churns in every process beside other writers: heap.py
     path = Path(path)
     if not path.exists():
         if not create:

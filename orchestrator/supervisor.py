@@ -26,6 +26,7 @@ from . import arrivals
 from .arrivals import Plan
 from .errors import DbLockError, IllegalTransition, LogError
 from .faults import ask
+from .heap import keep_freed_memory
 from .home import Home
 from .model import QueueConfig
 from .pool import Pool, PoolConfig
@@ -67,6 +68,7 @@ class Outcome:
 class Supervisor:
     def __init__(self, home: Home, run: Run, profile: Profile, plan: Plan, options: SoakOptions,
                  manifest: dict | None = None):
+        keep_freed_memory()
         self.home = home
         self.manifest = manifest if manifest is not None else arrivals.manifest(profile, plan, run.seed)
         self.run_rec = run

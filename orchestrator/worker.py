@@ -18,6 +18,7 @@ from .clock import Clock
 from .errors import DbLockError, OrchestratorError
 from .faults import lock_requester
 from .handlers import LeaseLost, Stopping, TaskContext, load_handler, payload_of
+from .heap import keep_freed_memory
 from .model import GuardrailExceeded, QueueConfig, classify, describe
 from .queue import Queue
 from .sqlfile import q
@@ -220,6 +221,7 @@ class Worker:
 
 def run_worker(home_db, clock: Clock, queue_config: QueueConfig, config: WorkerConfig) -> int:
     """Entry point of `orch worker`: open two connections (work, heartbeats) and loop."""
+    keep_freed_memory()
     queue = Queue(home_db, clock, queue_config)
     beats = Queue(home_db, clock, queue_config)
     worker = Worker(queue, config, heartbeat_queue=beats)

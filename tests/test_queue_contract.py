@@ -500,6 +500,6 @@ def test_hot_queries_use_the_partial_indexes(statistics, queue, clock):
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_opening_a_queue_keeps_freed_heap_memory(queue):
-    # store.connect ran it; a second call returns the first answer: mallopt accepted both settings
+def test_the_soak_processes_heap_setting_is_accepted():
+    # what orch worker, the supervisor, the shipper and the chaos agent call first: mallopt accepted both
     assert keep_freed_memory() is True
