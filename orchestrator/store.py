@@ -8,6 +8,7 @@ jittered backoff until the lock bound, then `DbLockError` (class `db_lock`) is r
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import re
 import sqlite3
@@ -89,10 +90,12 @@ def _check_schema(conn: sqlite3.Connection, path: Path, create: bool) -> None:
     _upgrade_indexes(conn)
 
 
-def _index_names() -> tuple[set[str], set[str]]:
+@functools.cache
+def _index_names() -> tuple[frozenset[str], frozenset[str]]:
     """The indexes queue.sql's `indexes` block creates, and the ones it drops."""
     found = _INDEX_DDL.findall(q("indexes"))
-    return {name for verb, name in found if verb == "CREATE"}, {name for verb, name in found if verb == "DROP"}
+    return (frozenset(name for verb, name in found if verb == "CREATE"),
+            frozenset(name for verb, name in found if verb == "DROP"))
 
 
 def _upgrade_indexes(conn: sqlite3.Connection) -> None:
