@@ -1,5 +1,6 @@
-"""`python -m orchestrator ...` runs `orch` (how the supervisor starts its worker processes)."""
+"""`python -m orchestrator ...` runs `orch`."""
 
 from .cli.orch import orch
 
-orch(prog_name="orch")
+if __name__ == "__main__":
+    orch(prog_name="orch")
