@@ -4,6 +4,8 @@ duplicates on request) and the signals the supervisor sends to workers.
 The agent listens on a Unix socket (abstract namespace, named after the run's folder). One line in, one line out:
   `hold <soak seconds> <task>`  -> takes the write lock (BEGIN IMMEDIATE), records `fault_injected`
                                    (kind db_lock) inside it, answers `held`, keeps the lock for the
+                                   hold time and until the asker says `met` (it wrote and met the
+                                   lock) or hangs up, at most HOLD_WALL_CAP wall seconds past the
                                    hold time, then commits.
   `enqueue <json>`             -> enqueues {key, payload, data} and answers `ok <task> <created>`.
 """
@@ -15,6 +17,9 @@ import os
 import signal
 import socket
 import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import orjson
@@ -25,7 +30,12 @@ from .heap import keep_freed_memory
 from .queue import Queue
 from .tasks import parse_task_id
 
-HOLD_WALL_FLOOR = 0.005  # a hold must outlast SQLite's busy wait of the probing writer
+# A hold must outlast the asker's write, which meets SQLite's busy wait: it lasts until the asker
+# says it met the lock, but no more than this past the hold time (an asker stopped by SIGSTOP in
+# the meantime would otherwise keep every writer waiting). At a rehearsal's speed the hold time is
+# a millisecond or two and the asker's write a millisecond more; every writer waits while it
+# lasts. (It was a fixed 5 ms floor: the lock held 2-4 ms past the fault having happened.)
+HOLD_WALL_CAP = 0.02
 
 
 class Agent:
@@ -77,9 +87,21 @@ class Agent:
 
     def _hold(self, conn: socket.socket, soak_seconds: float, task: str) -> None:
         queue = self.queue
-        hold_wall = max(queue.clock.to_wall(soak_seconds), HOLD_WALL_FLOOR)
+        hold_wall = queue.clock.to_wall(soak_seconds)
         task_id = parse_task_id(task) if task else None
-        queue.hold_write_lock(hold_wall, on_held=lambda: _send(conn, "held\n"), wait=self.stop.wait,
+
+        def wait(seconds: float) -> None:
+            until = time.monotonic() + seconds
+            conn.settimeout(seconds + HOLD_WALL_CAP)
+            try:
+                conn.recv(16)  # `met`, or the asker hung up
+            except OSError:
+                pass  # no word in time: the cap
+            left = until - time.monotonic()
+            if left > 0:
+                self.stop.wait(left)
+
+        queue.hold_write_lock(hold_wall, on_held=lambda: _send(conn, "held\n"), wait=wait,
                               task=task_id, data={"kind": "db_lock", "target": task or None, "hold": soak_seconds})
 
 
@@ -109,10 +131,32 @@ def ask(sock_path: Path, line: str, timeout: float) -> str | None:
         return None
 
 
-def lock_requester(sock_path: Path, clock: Clock, task: str):
-    """What a handler calls to meet the lock: ask the agent to hold it and wait for `held`."""
-    def request(hold_soak: float) -> None:
-        ask(sock_path, f"hold {hold_soak} {task}", timeout=max(clock.to_wall(60.0), 2.0))
+def lock_requester(sock_path: Path, clock: Clock, task: str) -> Callable[[float], AbstractContextManager[bool]]:
+    """What a handler calls to meet the lock: `with request(hold_soak) as held:` asks the agent to
+    hold it and waits for `held` (False: no agent answered); the handler writes inside the block,
+    and leaving it tells the agent the lock was met, so the hold ends."""
+    @contextmanager
+    def request(hold_soak: float) -> Iterator[bool]:
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError:
+            yield False
+            return
+        with s:
+            try:
+                s.settimeout(max(clock.to_wall(60.0), 2.0))
+                s.connect(address(sock_path))
+                s.sendall(f"hold {hold_soak} {task}\n".encode())
+                held = s.makefile("rb").readline().strip() == b"held"
+            except OSError:
+                held = False
+            try:
+                yield held
+            finally:
+                try:
+                    s.sendall(b"met\n")
+                except OSError:
+                    pass
     return request
 
 

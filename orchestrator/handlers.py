@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,7 @@ class TaskContext:
     lost: threading.Event = field(default_factory=threading.Event)
     spent: float = 0.0
     probe_write: Callable[[], None] | None = None  # one write with no retry (db_lock faults)
-    request_lock: Callable[[float], None] | None = None  # ask the lock hog to hold the lock
+    request_lock: Callable[[float], AbstractContextManager[bool]] | None = None  # the lock hog holds the lock in the block
 
     def sleep(self, soak_seconds: float) -> None:
         """Work for `soak_seconds`; raises `LeaseLost` as soon as the lease is revoked."""
@@ -101,8 +102,8 @@ def meet_lock(ctx: TaskContext) -> None:
     if ctx.request_lock is None or ctx.probe_write is None:
         return
     payload = ctx.payload if isinstance(ctx.payload, dict) else {}
-    ctx.request_lock(float(payload.get("lock_hold", 8.0)))
-    ctx.probe_write()
+    with ctx.request_lock(float(payload.get("lock_hold", 8.0))):
+        ctx.probe_write()
 
 
 def synthetic(ctx: TaskContext) -> dict:
