@@ -20,19 +20,18 @@ LIVE_EVERY_WALL = 0.5
 
 def snapshot(sup: Supervisor) -> dict[str, Any]:
     """The figures the progress view shows (also what `orch soak status` reads live)."""
-    queue = sup._queue()
-    counts = queue.status(recent=0)["counts"]
+    counts = sup._queue().counts()
     with sup.agg_lock:
-        figures = sup.agg.figures() if sup.agg is not None else {}
+        head = sup.agg.headline() if sup.agg is not None else {}
     return {
         "soak_t": sup.now_t(),
         "duration": sup.profile.duration,
         "arrivals": sup.cursor,
         "planned": len(sup.plan),
         "counts": counts,
-        "success": figures.get("sli1", {}).get("success"),
-        "p95": figures.get("sli2", {}).get("p95"),
-        "faults": sum(row.get("injected") or 0 for row in figures.get("faults", [])),
+        "success": head.get("success"),
+        "p95": head.get("p95"),
+        "faults": head.get("faults", 0),
         "aborts": [a.name for a in sup.aborts],
     }
 

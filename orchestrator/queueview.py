@@ -97,13 +97,18 @@ class QueueView:
     def last_seq(self) -> int:
         return self.conn.execute(q("last_seq")).fetchone()[0]
 
+    def counts(self) -> dict[str, int]:
+        """Tasks per state, every state named (zero included)."""
+        counts = {s.value: 0 for s in State}
+        counts.update({r["state"]: r["n"] for r in self.conn.execute(q("counts_by_state"))})
+        return counts
+
     def status(self, recent: int = 10) -> dict:
         """Counts per state, oldest PENDING age, expired leases, in-flight per worker,
         errors by class, recent operator actions. Read-only."""
         now = self.clock.now()
         conn = self.conn
-        counts = {s.value: 0 for s in State}
-        counts.update({r["state"]: r["n"] for r in conn.execute(q("counts_by_state"))})
+        counts = self.counts()
         oldest = conn.execute(q("oldest_pending")).fetchone()[0]
         return {
             "counts": counts,

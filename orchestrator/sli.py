@@ -22,7 +22,7 @@ from .profiles import Abort as AbortLimits
 from .profiles import Retry
 from .samples import Minutes, Samples
 from .slievents import EventHandlers
-from .slifigures import build, slo_table, verdict
+from .slifigures import build, headline, slo_table, verdict
 
 __all__ = ["Abort", "Aggregator", "LogTail", "aggregate_file", "log_abort"]
 
@@ -372,6 +372,10 @@ class Aggregator(EventHandlers, RuleChecks):
     def figures(self) -> dict[str, Any]:
         """Everything the summary needs, as plain JSON-able values (docs/sli.md, "Figures")."""
         return build(self)
+
+    def headline(self) -> dict[str, Any]:
+        """`success`, `p95` and `faults` (injected) of `figures()`, cheaply (the progress view)."""
+        return headline(self)
 
     def slo_table(self) -> list[dict[str, Any]]:
         """One row per SLO of the profile: name, target, measured, pass."""
