@@ -417,6 +417,24 @@ def test_no_rule_trips_on_a_healthy_run():
     assert agg.verdict() == "PASS"
 
 
+def test_headline_is_the_figures_success_p95_and_faults_without_building_them():
+    b = LogBuilder()
+    healthy(b, hours=1.0)
+    lost = b.enqueue(3700.0)
+    b.lease(lost, 3701.0)
+    b.fault(3702.0, "timeout", task=lost)
+    b.fail(lost, 3702.0, "param_error")
+    b.fault(3703.0, "persistent", task=lost)  # not counted as injected (its row has None)
+    b.fault(3704.0, "worker_crash", worker="w2")
+    b.enqueue(3705.0)  # still open
+    agg = b.aggregator()
+    f = agg.figures()
+    head = agg.headline()
+    assert head == {"success": f["sli1"]["success"], "p95": f["sli2"]["p95"],
+                    "faults": sum(row["injected"] or 0 for row in f["faults"])}
+    assert head["faults"] == 2 and 0 < head["success"] < 1
+
+
 def test_live_reading_in_pieces_gives_the_offline_figures(tmp_path):
     b = LogBuilder(abort={"min_volume": 5})
     healthy(b, hours=1.0)
