@@ -27,6 +27,12 @@ from .slifigures import build, headline, slo_table, verdict
 __all__ = ["Abort", "Aggregator", "LogTail", "aggregate_file", "log_abort"]
 
 EXAMPLES = 5  # example task ids kept per group
+# Rules 3 (no transition while work waits) and 5 (the log stopped while the database moved on)
+# judge a silence. At a rehearsal's speed their thresholds are a blink of wall time (10 soak
+# minutes are 139 ms at 4320x) and a pause of the machine itself (a filesystem flush, a stolen
+# CPU: 220 ms seen on a 2-core VM) would trip them; so neither is shorter than this many wall
+# seconds at the run's speed. At speed 1 they are the profile's; at 720x up to 360 soak s.
+SILENCE_WALL_FLOOR = 0.5
 POLICY_ENDS = frozenset({"completed", "idempotency_skip", "failed", "lease_expired"})
 
 
@@ -64,8 +70,9 @@ class Aggregator(EventHandlers, RuleChecks):
         self.window_minutes = max(1, round(self.window / 60.0))
         self.moving_success = float(limits["moving_success"])
         self.min_volume = int(limits["min_volume"])
-        self.stall = float(limits["stall"])
-        self.log_gap = float(limits["log_gap"])
+        floor = SILENCE_WALL_FLOOR * float(header.get("speed") or 1.0)
+        self.stall = max(float(limits["stall"]), floor)
+        self.log_gap = max(float(limits["log_gap"]), floor)
         self.max_attempts = int((profile.get("retry") or {}).get("max_attempts", Retry().max_attempts))
         self.duration = float(profile.get("duration") or 0.0)
         self.checkpoint_every = float(profile.get("checkpoint_every") or 21600.0)

@@ -13,7 +13,7 @@ from sli_logs import LogBuilder
 
 from orchestrator import aborts
 from orchestrator.errors import LogError
-from orchestrator.sli import Abort, Aggregator, LogTail, aggregate_file, log_abort
+from orchestrator.sli import SILENCE_WALL_FLOOR, Abort, Aggregator, LogTail, aggregate_file, log_abort
 
 
 def tasks_with_latencies(b: LogBuilder, latencies, start: float = 10.0, gap: float = 5.0) -> list[str]:
@@ -129,7 +129,7 @@ def test_idempotency_skips_and_stale_rejections_are_dispatches_not_duplicates():
 
 
 def test_lease_timeout_recovery_judges_only_settled_or_stuck_tasks():
-    b = LogBuilder()
+    b = LogBuilder(speed=AT_PROFILE_THRESHOLDS)
     rec = b.enqueue(10.0)  # expired, re-leased, DONE: recovered
     b.lease(rec, 11.0)
     b.expire(rec, 45.0)
@@ -292,8 +292,28 @@ def test_rule2_trips_on_a_second_completed_for_a_key():
     assert first != third
 
 
+# At this speed the silence floor (SILENCE_WALL_FLOOR wall seconds = 360 soak s) is below the
+# profile's stall (600 s) and log gap (900 s): those apply as written.
+AT_PROFILE_THRESHOLDS = 720.0
+
+
+def test_silence_rules_are_never_shorter_than_the_wall_floor_at_the_run_speed():
+    assert SILENCE_WALL_FLOOR * AT_PROFILE_THRESHOLDS < 600.0
+    fast = LogBuilder(speed=4320.0)  # 600 / 900 soak s would be 139 / 208 ms of wall time
+    fast.run_task(10.0)
+    agg = fast.aggregator()
+    floor = SILENCE_WALL_FLOOR * 4320.0
+    assert (agg.stall, agg.log_gap) == (floor, floor)
+    last = fast.seq - 1
+    assert agg.check(100.0, db_last_seq=last) == []
+    assert agg.check(100.0 + 900.0, db_last_seq=last + 3) == []  # the log lags 900 s: not yet
+    assert [(a.rule, a.figures["log_gap"]) for a in agg.check(100.0 + floor, db_last_seq=last + 3)] == [(5, floor)]
+    slow = LogBuilder(speed=1.0)
+    assert (slow.aggregator().stall, slow.aggregator().log_gap) == (600.0, 900.0)
+
+
 def test_rule3_trips_on_a_stall_while_work_waits_offline_and_live():
-    b = LogBuilder()
+    b = LogBuilder(speed=AT_PROFILE_THRESHOLDS)
     b.run_task(10.0)
     waiting = b.enqueue(100.0)  # last transition at t=100, nothing leases it
     agg = b.aggregator()
@@ -307,14 +327,14 @@ def test_rule3_trips_on_a_stall_while_work_waits_offline_and_live():
 
 
 def test_rule3_waits_for_the_log_when_the_database_is_ahead():
-    b = LogBuilder()
+    b = LogBuilder(speed=AT_PROFILE_THRESHOLDS)
     b.enqueue(100.0)
     agg = b.aggregator()
     assert agg.check(900.0, db_last_seq=b.seq + 5) == []  # the log lags: rule 5's business
 
 
 def test_rule3_does_not_trip_when_only_blocked_or_backoff_work_waits():
-    b = LogBuilder()
+    b = LogBuilder(speed=AT_PROFILE_THRESHOLDS)
     g = b.enqueue(10.0)
     b.lease(g, 11.0)
     b.guardrail(g, 12.0)
@@ -363,7 +383,7 @@ def test_rule5_trips_on_a_seq_gap_at_once():
 
 
 def test_rule5_trips_when_the_log_stops_while_the_database_moves_on():
-    b = LogBuilder()
+    b = LogBuilder(speed=AT_PROFILE_THRESHOLDS)
     b.run_task(10.0)
     agg = b.aggregator()
     last = b.seq - 1
