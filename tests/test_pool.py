@@ -43,15 +43,12 @@ def test_a_forked_child_runs_its_command_with_the_environment_and_directory_of_i
     assert proc.pid != os.getpid() and proc.popen.poll() == 1
 
 
-def test_a_forked_worker_is_a_real_process_with_its_command_line_as_title(tmp_path):
+def test_a_forked_worker_is_a_real_process_with_its_command_line_as_title(tmp_path, wait_for):
     pool = make_pool(tmp_path)
     argv = pool._orch("worker", "--name", "wx", "--poll", "0.05")
     proc = pool._spawn("wx", "worker", argv)
     try:
-        deadline = time.monotonic() + 30
-        while b"--name wx" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
-            assert time.monotonic() < deadline, "the child never set its title"
-            time.sleep(0.01)
+        wait_for(lambda: b"--name wx" in Path(f"/proc/{proc.pid}/cmdline").read_bytes(), 30, "the child's title")
         title = Path(f"/proc/{proc.pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
         assert [t.decode() for t in title[1:len(argv)]] == argv[1:]  # python -m orchestrator worker ...
         assert _is_ours(proc.pid)
@@ -76,14 +73,20 @@ def _serve(db: str, sock: str) -> None:
     Agent(Queue(Path(db), WALL, QueueConfig()), Path(sock)).serve()
 
 
+def agent_answers(sock: Path) -> bool:
+    with lock_requester(sock, WALL, "")(0.0) as held:
+        return held
+
+
 @pytest.fixture
-def agent(tmp_path, children):
+def agent(tmp_path, wait_for):
     db = tmp_path / "queue.db"
     Queue(db, WALL, QueueConfig()).close()
     sock = tmp_path / "agent.sock"
     proc = multiprocessing.get_context("spawn").Process(target=_serve, args=(str(db), str(sock)), daemon=True)
     proc.start()
     try:
+        wait_for(lambda: agent_answers(sock), 30, "the agent", interval=0.05)
         yield db, sock
     finally:
         proc.kill()
@@ -104,19 +107,8 @@ def prober(db: Path):
     return probe
 
 
-def wait_agent(sock: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        with lock_requester(sock, WALL, "")(0.0) as held:
-            if held:
-                return
-        assert time.monotonic() < deadline, "the agent never answered"
-        time.sleep(0.05)
-
-
 def test_the_lock_hold_lasts_its_hold_time_even_when_met_at_once(agent):
     db, sock = agent
-    wait_agent(sock)
     probe = prober(db)
     start = time.monotonic()
     with lock_requester(sock, WALL, "")(0.6) as held:
@@ -130,7 +122,6 @@ def test_the_lock_hold_lasts_its_hold_time_even_when_met_at_once(agent):
 
 def test_the_lock_hold_ends_soon_after_it_was_met_when_its_hold_time_is_short(agent):
     db, sock = agent
-    wait_agent(sock)
     probe = prober(db)
     waits, met_it = [], 0
     for _ in range(5):
@@ -148,7 +139,6 @@ def test_the_lock_hold_ends_soon_after_it_was_met_when_its_hold_time_is_short(ag
 
 def test_a_hold_whose_asker_never_says_met_ends_at_the_cap(agent):
     db, sock = agent
-    wait_agent(sock)
     probe = prober(db)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(address(sock))
