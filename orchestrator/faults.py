@@ -121,16 +121,30 @@ def address(sock_path: Path) -> str:
     return f"\0orch-agent-{digest}"
 
 
-def ask(sock_path: Path, line: str, timeout: float) -> str | None:
-    """Send one request to the agent; None when no agent answers in time."""
+@contextmanager
+def _conversation(sock_path: Path, line: str, timeout: float) -> Iterator[tuple[socket.socket | None, str | None]]:
+    """Send one request line to the agent and read its answer line: (the open socket, the answer),
+    the answer None when no agent answered in time. The socket stays open for the block."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError:
+        yield None, None
+        return
+    with s:
+        try:
             s.settimeout(timeout)
             s.connect(address(sock_path))
             s.sendall(line.encode() + b"\n")
-            return s.makefile("rb").readline().decode().strip() or None
-    except OSError:
-        return None
+            answer = s.makefile("rb").readline().decode().strip() or None
+        except OSError:
+            answer = None
+        yield s, answer
+
+
+def ask(sock_path: Path, line: str, timeout: float) -> str | None:
+    """Send one request to the agent; None when no agent answers in time."""
+    with _conversation(sock_path, line, timeout) as (_s, answer):
+        return answer
 
 
 def lock_requester(sock_path: Path, clock: Clock, task: str) -> Callable[[float], AbstractContextManager[bool]]:
@@ -139,26 +153,16 @@ def lock_requester(sock_path: Path, clock: Clock, task: str) -> Callable[[float]
     and leaving it tells the agent the lock was met, so the hold ends."""
     @contextmanager
     def request(hold_soak: float) -> Iterator[bool]:
-        try:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        except OSError:
-            yield False
-            return
-        with s:
+        line = f"hold {hold_soak} {task}"
+        with _conversation(sock_path, line, max(clock.to_wall(60.0), 2.0)) as (s, answer):
             try:
-                s.settimeout(max(clock.to_wall(60.0), 2.0))
-                s.connect(address(sock_path))
-                s.sendall(f"hold {hold_soak} {task}\n".encode())
-                held = s.makefile("rb").readline().strip() == b"held"
-            except OSError:
-                held = False
-            try:
-                yield held
+                yield answer == "held"
             finally:
-                try:
-                    s.sendall(b"met\n")
-                except OSError:
-                    pass
+                if s is not None:
+                    try:
+                        s.sendall(b"met\n")
+                    except OSError:
+                        pass
     return request
 
 
