@@ -2,14 +2,14 @@
 
 For each speed it runs `orch soak start --profile P --speed S` in a fresh home (real worker
 processes, real faults), `--repeat` times (round by round, every speed once per round, so a slow
-spell of the machine falls on several speeds rather than on one), samples the supervisor's RSS against soak time, and reads the verdict
-and SLIs from the run's JSONL with the SLI aggregator. It reports the wall time, whether the
-SLOs were met, p50/p95/p99 and success, and the supervisor's RSS after the first soak hour and at
-the end of soak time, before the summary and its charts are drawn (their ratio: memory should stay
-flat; the peak column includes the report). Per speed it counts the runs that met every SLO
-and names the highest speed where all did and the highest where at least one did. Before the
-runs it times a fixed piece of CPU work on the idle machine (how steady the machine itself is).
-Results go to reports/bench/soak.md.
+spell of the machine falls on several speeds rather than on one), samples the supervisor's RSS
+against soak time, and reads the verdict and SLIs from the run's JSONL with the SLI aggregator.
+It reports the wall time, whether the SLOs were met, p50/p95/p99 and success, and the
+supervisor's RSS after the first soak hour and at the end of soak time, before the summary and
+its charts are drawn (their ratio: memory should stay flat; the peak column includes the
+report). Per speed it counts the runs that met every SLO and names the highest speed where all
+did and the highest where at least one did. Before the runs it times a fixed piece of CPU work
+on the idle machine (how steady the machine itself is). Results go to reports/bench/soak.md.
 
     python bench/soak.py                      # 72h profile at 2880, 3600, 4320, 4500, 3 runs each
     python bench/soak.py --profile 24h --speeds 1440,2880,5760 --repeat 1
@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 import psutil
 
@@ -155,12 +156,6 @@ def mb(n: int) -> str:
     return f"{n / 2**20:.1f}"
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def run_table(rows: list[dict]) -> list[str]:
     lines = [
         "| speed | run | wall s | verdict | p50 / p95 / p99 soak s | success | events | RSS after 1st soak hour MB "
@@ -184,9 +179,9 @@ def speed_table(rows: list[dict], speeds: list[float]) -> tuple[list[str], dict[
         mine = [r for r in rows if r["speed"] == speed]
         passed[speed] = sum(1 for r in mine if r["verdict"] == "PASS")
         p95s = [r["p95"] for r in mine if r["p95"] is not None]
-        spread = f"{min(p95s):.1f} / {_median(p95s):.1f} / {max(p95s):.1f}" if p95s else "-"
+        spread = f"{min(p95s):.1f} / {median(p95s):.1f} / {max(p95s):.1f}" if p95s else "-"
         lines.append(f"| {speed:g} | {passed[speed]} of {len(mine)} | {spread} | "
-                     f"{_median([r['wall'] for r in mine]):.1f} |")
+                     f"{median([r['wall'] for r in mine]):.1f} |")
     return lines, passed
 
 
@@ -241,7 +236,7 @@ def main() -> int:
         "",
         *run_table(rows),
     ]
-    extra = _median([r["wall"] - profile.duration / r["speed"] for r in rows])  # start-up, drain, report
+    extra = median([r["wall"] - profile.duration / r["speed"] for r in rows])  # start-up, drain, report
     needed = profile.duration / (60 - extra) if extra < 60 else float("inf")
     slack = profile.slo.p95 - profile.retry.backoff[0] * (1 + profile.retry.jitter)
     missed = sorted({s["name"] for r in rows if r["verdict"] != "PASS" for s in r["slo"] if not s.get("pass")})
