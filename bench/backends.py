@@ -1,6 +1,6 @@
 """The three backends that bench/queue.py compares, and the worker-process side of its drains.
 
-- `queue`: the orchestrator's lease queue (orchestrator/queue.py) through its public API only:
+- `queue`: the orchestrator's lease queue (orchestrator/queue/writes.py) through its public API only:
   `Queue(path, clock, QueueConfig(synchronous=...))`, `enqueue`, `enqueue_many`, `lease`, `complete`.
   `queue_cl` drains through `complete_and_lease` (complete one task and lease the next in one
   transaction), one task per lease; `queue_b` leases a batch and acknowledges it with
@@ -10,7 +10,7 @@
   transaction (`BEGIN IMMEDIATE; UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING; COMMIT`),
   a completion another (`UPDATE ... SET state = 'DONE'`). `bare1` takes and finishes a row in one
   transaction (no lease at all): the bare analogue of huey's dequeue.
-- `replay`: the queue's own lease+complete statements from orchestrator/queue.sql on the queue's
+- `replay`: the queue's own lease+complete statements from orchestrator/queue/queue.sql on the queue's
   schema, without the queue's Python layer (evidence: what the SQL alone costs).
 - `huey`: huey's SqliteStorage, raw serialized task messages through `storage.enqueue` and
   `storage.dequeue` (one transaction that selects and deletes the row: no lease, no timeout, no fencing).
@@ -31,12 +31,12 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.clock import WALL
-from orchestrator.heap import keep_freed_memory
-from orchestrator.model import QueueConfig
-from orchestrator.queue import Queue
-from orchestrator.sqlfile import q
-from orchestrator.store import PAGE_SIZE
+from orchestrator.core.clock import WALL
+from orchestrator.core.heap import keep_freed_memory
+from orchestrator.core.model import QueueConfig
+from orchestrator.queue.sqlfile import q
+from orchestrator.queue.store import PAGE_SIZE
+from orchestrator.queue.writes import Queue
 
 BUSY_TIMEOUT = 5.0  # seconds: QueueConfig.busy_timeout through the wall clock
 FILL_CHUNK = 1000
@@ -269,7 +269,7 @@ class Drain:
         return {"n": done, "lock_retries": queue.write.lock_retries}
 
     def _run_replay(self) -> dict:
-        """The statements `Queue.lease` and `Queue.complete` run for one task (orchestrator/queue.sql,
+        """The statements `Queue.lease` and `Queue.complete` run for one task (orchestrator/queue/queue.sql,
         same schema, same pragmas), with no Python layer around them: no tenacity, no writer lock,
         no dataclasses, one fixed event row. What the SQL alone costs. Mirrors queue.py's
         `_lease`/`_complete` as of this commit: keep it in step when they change."""
@@ -343,7 +343,7 @@ class Drain:
 
 def serve() -> None:
     """The worker-process loop: command -> `ready` -> `go` -> result, until stdin closes. Every
-    backend's process starts as an `orch worker` does, with the heap setting of orchestrator/heap.py
+    backend's process starts as an `orch worker` does, with the heap setting of orchestrator/core/heap.py
     (the same setting for all three)."""
     keep_freed_memory()
     out = sys.stdout

@@ -36,9 +36,9 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.home import Home  # noqa: E402
-from orchestrator.queue import Queue  # noqa: E402
-from orchestrator.sqlfile import q  # noqa: E402
+from orchestrator.core.home import Home  # noqa: E402
+from orchestrator.queue.sqlfile import q  # noqa: E402
+from orchestrator.queue.writes import Queue  # noqa: E402
 from orchestrator.web.server import ServeConfig, make_server  # noqa: E402
 
 ERRORS = ("timeout", "network", "rate_limit", "param_error", "unknown", "lease_timeout")
@@ -190,7 +190,7 @@ def control_bench(speed: float) -> dict:
 
 
 def _run_figures(home: Path) -> dict | None:
-    from orchestrator.sli import aggregate_file
+    from orchestrator.judge.sli import aggregate_file
 
     for log in (home / "logs" / "soak").glob("soak_72h_*.jsonl"):
         f = aggregate_file(log).figures()

@@ -66,7 +66,7 @@ def render(rates: dict[tuple, list[float]], facts: dict, meta: dict) -> str:
     w("")
     w("## What is compared")
     w("")
-    w("- **queue**: `orchestrator.queue.Queue(path, WALL, QueueConfig(synchronous=S))`, public API only. "
+    w("- **queue**: `orchestrator.queue.writes.Queue(path, WALL, QueueConfig(synchronous=S))`, public API only. "
       "Lease+complete is `lease(worker, limit)` then `complete(task, epoch, worker)` per task: one transaction "
       "per lease call (the UPDATE plus a `leased` event per task) and one per completion (fenced read, effect "
       "row, DONE, `completed` event). Busy is handled by the queue itself (SQLite busy timeout 5 s, tenacity).")
@@ -85,8 +85,8 @@ def render(rates: dict[tuple, list[float]], facts: dict, meta: dict) -> str:
       "constructor option). huey has no batched enqueue and no batched dequeue.")
     w("- All three: WAL, the same synchronous setting (read back from each connection and checked), the same "
       "Python `sqlite3` module, default page cache and automatic checkpoints. The queue and bare databases have "
-      "the queue's page size (`orchestrator.store.PAGE_SIZE`, 1 KiB); huey's has SQLite's default (4 KiB). "
-      "Every worker process starts as `orch worker` does, with glibc's trim threshold raised (`orchestrator/heap.py`). "
+      "the queue's page size (`orchestrator.queue.store.PAGE_SIZE`, 1 KiB); huey's has SQLite's default (4 KiB). "
+      "Every worker process starts as `orch worker` does, with glibc's trim threshold raised (`orchestrator/core/heap.py`). "
       "Queue payloads are ~100 bytes of JSON. "
       "Worker processes are separate OS processes (`python -m bench.backends`), each opening its own connection, "
       "started together on a pre-filled database; pre-filling and process start-up are not timed. "

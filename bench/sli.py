@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from orchestrator import arrivals  # noqa: E402
-from orchestrator.profiles import BUILTIN  # noqa: E402
+from orchestrator.core.profiles import BUILTIN  # noqa: E402
 
 GOAL_EVENTS = 1_000_000
 GOAL_SUMMARY = 5.0
@@ -168,7 +168,7 @@ def _wall(t: float) -> str:
 
 
 def time_aggregate(path: Path, repeat: int):
-    from orchestrator.sli import aggregate_file
+    from orchestrator.judge.sli import aggregate_file
 
     best_cpu = best_wall = float("inf")
     agg = None
@@ -185,7 +185,7 @@ def time_aggregate(path: Path, repeat: int):
 def breakdown(path: Path, repeat: int) -> tuple[float, float]:
     """(CPU s parsing every line with orjson, CPU s in Aggregator.feed_many), 1 MB chunks, best of
     `repeat`: the first is the floor of any reader that builds one dict per line."""
-    from orchestrator.sli import Aggregator
+    from orchestrator.judge.sli import Aggregator
 
     best_parse = best_feed = float("inf")
     for _ in range(repeat):
@@ -216,7 +216,7 @@ def breakdown(path: Path, repeat: int) -> tuple[float, float]:
 
 def peak_memory(path: Path) -> tuple[int, int]:
     """(tracemalloc peak bytes during aggregate_file, bytes still held by the aggregator)."""
-    from orchestrator.sli import aggregate_file
+    from orchestrator.judge.sli import aggregate_file
 
     gc.collect()
     tracemalloc.start()
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", type=Path, default=None, help="keep the log and the summary in this folder")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "bench" / "sli.md")
     args = ap.parse_args(argv)
-    from orchestrator.report import write_summary
+    from orchestrator.judge.report import write_summary
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-sli-"))
     work.mkdir(parents=True, exist_ok=True)

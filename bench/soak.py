@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from orchestrator import profiles  # noqa: E402
-from orchestrator.clock import WALL  # noqa: E402
-from orchestrator.model import QueueConfig  # noqa: E402
-from orchestrator.queue import Queue  # noqa: E402
-from orchestrator.sli import aggregate_file  # noqa: E402
+from orchestrator.core.clock import WALL  # noqa: E402
+from orchestrator.core.model import QueueConfig  # noqa: E402
+from orchestrator.judge.sli import aggregate_file  # noqa: E402
+from orchestrator.queue.writes import Queue  # noqa: E402
 
 DRAIN_TASKS = 6000  # tasks in the queue the pool drains for its ceiling
 

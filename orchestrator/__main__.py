@@ -1,6 +1,6 @@
 """`python -m orchestrator ...` runs `orch`."""
 
-from .cli.orch import orch
+from orchestrator.cli.orch import orch
 
 if __name__ == "__main__":
     orch(prog_name="orch")

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import sqlite_utils
 
-from orchestrator.clock import HandClock
-from orchestrator.inspect import key_order
-from orchestrator.model import QueueConfig, RetryPolicy
-from orchestrator.queue import Queue
+from orchestrator.core.clock import HandClock
+from orchestrator.core.model import QueueConfig, RetryPolicy
+from orchestrator.queue.inspect import key_order
+from orchestrator.queue.writes import Queue
 
 REPO = Path(__file__).resolve().parents[1]
 QUEUE_TABLES = ("effects", "events", "meta", "runs", "tasks")

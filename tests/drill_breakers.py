@@ -7,8 +7,8 @@ import os
 import threading
 import time
 
+from orchestrator.core.errors import DbLockError
 from orchestrator.drills.handlers import UPSTREAM, chaos, journaled, outcome, probing
-from orchestrator.errors import DbLockError
 
 
 def _wall_sleep(ctx, soak_seconds: float) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from orchestrator.profiles import BUILTIN
+from orchestrator.core.profiles import BUILTIN
 
 FIELDS = ("seq", "t", "wall", "event", "task", "key", "state", "prev", "attempt", "epoch", "worker", "error",
           "actor", "notes")
@@ -168,7 +168,7 @@ class LogBuilder:
         return path
 
     def aggregator(self):
-        from orchestrator.sli import Aggregator
+        from orchestrator.judge.sli import Aggregator
 
         agg = Aggregator(copy.deepcopy(self.header))
         agg.feed_many(copy.deepcopy(self.events))

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from orchestrator import profiles
+from orchestrator.core import profiles
 
 pytestmark = pytest.mark.xdist_group("soak")
 TESTS_DIR = Path(__file__).resolve().parent

@@ -10,10 +10,10 @@ from test_report import aborted_log, rich_log
 from test_web import TOKEN, busy_log, queue_home, write_lines  # noqa: F401 (fixture)
 from webserve import start_server, stop_server
 
-from orchestrator.queue import Queue
-from orchestrator.report import write_summary
-from orchestrator.reporttext import pct
-from orchestrator.sli import aggregate_file
+from orchestrator.judge.report import write_summary
+from orchestrator.judge.reporttext import pct
+from orchestrator.judge.sli import aggregate_file
+from orchestrator.queue.writes import Queue
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)"),

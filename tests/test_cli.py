@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from orchestrator.cli.ops import ops
 from orchestrator.cli.orch import orch
-from orchestrator.queue import Queue
+from orchestrator.queue.writes import Queue
 
 CLIS = {"ops": ops, "orch": orch}
 

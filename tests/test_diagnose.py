@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from sli_logs import LogBuilder
 
 from orchestrator.cli.ops import ops
-from orchestrator.diagnose import scrub
-from orchestrator.queue import Queue
-from orchestrator.runs import RunStore
+from orchestrator.queue.runs import RunStore
+from orchestrator.queue.writes import Queue
+from orchestrator.web.diagnose import scrub
 
 SECRET_URL = "https://hooks.example.com/services/T0/B1/SECRETPATH"
 

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli.orch import orch
-from orchestrator.drills import base, invariants
+from orchestrator.drills import base, catalog, invariants
 from orchestrator.drills.operator import CASES, Case, fail_closed
 from orchestrator.drills.runner import run_drills
 from orchestrator.drills.workers import concurrency_cap
@@ -145,7 +145,7 @@ def test_cancel_midrun_without_fencing_reports_the_effect_of_a_cancelled_task(tm
 
 
 def test_concurrency_cap_reports_a_rogue_worker_that_ignores_the_cap(tmp_path, monkeypatch):
-    drill = base.get("concurrency-cap")
+    drill = catalog.get("concurrency-cap")
     monkeypatch.setitem(base.REGISTRY, "concurrency-cap",
                         dataclasses.replace(drill, run=lambda h: concurrency_cap(h, rogue=True)))
     results, path = run_drills([base.REGISTRY["concurrency-cap"]], str(tmp_path / "home"), 14)
@@ -156,7 +156,7 @@ def test_concurrency_cap_reports_a_rogue_worker_that_ignores_the_cap(tmp_path, m
 
 def test_fail_closed_reports_a_refusal_that_writes(tmp_path, monkeypatch):
     writes = Case("a refusal that is not one", ("enqueue", "--key", "fresh-key"), 4, "refused")
-    drill = base.get("fail-closed")
+    drill = catalog.get("fail-closed")
     monkeypatch.setitem(base.REGISTRY, "fail-closed",
                         dataclasses.replace(drill, run=lambda h: fail_closed(h, CASES[:2] + (writes,))))
     results, path = run_drills([base.REGISTRY["fail-closed"]], str(tmp_path / "home"), 14)
@@ -167,13 +167,13 @@ def test_fail_closed_reports_a_refusal_that_writes(tmp_path, monkeypatch):
 
 
 def test_log_pipeline_drop_reports_a_rule_that_never_fires(tmp_path, monkeypatch):
-    from orchestrator import profiles
+    from orchestrator.core import profiles
     from orchestrator.drills import soakdrills
 
     real = soakdrills._profile
     monkeypatch.setattr(soakdrills, "_profile", lambda h, duration, **kw: real(
         h, 3600.0, abort=profiles.Abort(log_gap=10 * 86400.0)))
-    results, path = run_drills([base.get("log-pipeline-drop")], str(tmp_path / "home"), 14)
+    results, path = run_drills([catalog.get("log-pipeline-drop")], str(tmp_path / "home"), 14)
     assert not results[0].passed
     bad = failing(path.read_text())
     assert "rule 5 fires" in bad and "aborts []" in bad["rule 5 fires"]
@@ -209,7 +209,7 @@ def test_supervisor_restart_reports_arrivals_lost_by_a_recovery_that_does_not_re
     from orchestrator.drills import soakdrills
 
     monkeypatch.setattr(soakdrills, "RESUME", ("soak", "stop"))  # closes the run: later arrivals never come
-    results, path = run_drills([base.get("supervisor-restart")], str(tmp_path / "home"), 14)
+    results, path = run_drills([catalog.get("supervisor-restart")], str(tmp_path / "home"), 14)
     assert not results[0].passed
     bad = failing(path.read_text())
     row = bad["no arrival lost or doubled"]

@@ -9,11 +9,11 @@ from click.testing import CliRunner
 from sli_logs import LogBuilder
 from test_report import RUN, aborted_log, rich_log
 
-from orchestrator import report as report_mod
 from orchestrator.cli.report_cmd import report
-from orchestrator.report import write_summary
-from orchestrator.reporttext import measured_text, pct, secs, target_text
-from orchestrator.sli import Aggregator, aggregate_file
+from orchestrator.judge import report as report_mod
+from orchestrator.judge.report import write_summary
+from orchestrator.judge.reporttext import measured_text, pct, secs, target_text
+from orchestrator.judge.sli import Aggregator, aggregate_file
 
 EXTERNAL = re.compile(r"https?:|//[a-z]|<script[^>]*src|<link|<img|@import|url\(", re.I)
 

@@ -11,7 +11,7 @@ import pytest
 from test_aborts_live import finish, quiet_profile, start
 from webserve import SSEClient, deadline_wait, start_server, stop_server
 
-from orchestrator.sli import aggregate_file
+from orchestrator.judge.sli import aggregate_file
 
 pytestmark = pytest.mark.xdist_group("soak")
 
@@ -81,7 +81,7 @@ def test_a_real_abort_alerts_once_and_a_dead_receiver_changes_nothing(tmp_path, 
     from test_aborts_live import assert_aborted_by
     from test_alerts import Receiver
 
-    from orchestrator import profiles
+    from orchestrator.core import profiles
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

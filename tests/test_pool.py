@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.clock import WALL
-from orchestrator.errors import DbLockError
-from orchestrator.faults import HOLD_WALL_CAP, Agent, address, lock_requester
-from orchestrator.model import QueueConfig
-from orchestrator.pool import Pool, PoolConfig, _is_ours
-from orchestrator.queue import Queue
+from orchestrator.core.clock import WALL
+from orchestrator.core.errors import DbLockError
+from orchestrator.core.model import QueueConfig
+from orchestrator.faults.agent import HOLD_WALL_CAP, Agent
+from orchestrator.faults.client import address, lock_requester
+from orchestrator.queue.writes import Queue
+from orchestrator.soak.pool import Pool, PoolConfig, _is_ours
 
 
 def make_pool(tmp_path: Path) -> Pool:

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import DbLockError, KeyConflict
-from orchestrator.model import QueueConfig
-from orchestrator.queue import Queue
+from orchestrator.core.errors import DbLockError, KeyConflict
+from orchestrator.core.model import QueueConfig
+from orchestrator.queue.writes import Queue
 
 TESTS_DIR = Path(__file__).resolve().parent
 TASKS = 2000
@@ -173,7 +173,7 @@ def test_workers_drain_the_queue_through_kills_and_a_stall(tmp_path, children, w
 # --- ten processes, one key -------------------------------------------------------------------
 
 def _enqueue_at_barrier(db: str, barrier, results) -> None:
-    from orchestrator.queue import Queue as ChildQueue
+    from orchestrator.queue.writes import Queue as ChildQueue
 
     barrier.wait(timeout=60)
     try:

@@ -12,13 +12,13 @@ import sqlite3
 import orjson
 import pytest
 
-from orchestrator.errors import KeyConflict, StoreError, UnknownTask, UsageError
-from orchestrator.heap import keep_freed_memory
-from orchestrator.model import QueueConfig
-from orchestrator.queue import Queue
-from orchestrator.sqlfile import q
-from orchestrator.store import PAGE_SIZE
-from orchestrator.tasks import event_dict, parse_task_id, task_name
+from orchestrator.core.errors import KeyConflict, StoreError, UnknownTask, UsageError
+from orchestrator.core.heap import keep_freed_memory
+from orchestrator.core.model import QueueConfig
+from orchestrator.queue.sqlfile import q
+from orchestrator.queue.store import PAGE_SIZE
+from orchestrator.queue.tasks import event_dict, parse_task_id, task_name
+from orchestrator.queue.writes import Queue
 
 TTL = 30.0  # TEST_CONFIG.lease_ttl
 

@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from orchestrator.errors import IllegalTransition, KeyConflict, UnknownTask
-from orchestrator.inspect import key_order
-from orchestrator.model import ErrorClass, QueueConfig, RetryPolicy
-from orchestrator.queue import Queue
-from orchestrator.tasks import event_dict
+from orchestrator.core.errors import IllegalTransition, KeyConflict, UnknownTask
+from orchestrator.core.model import ErrorClass, QueueConfig, RetryPolicy
+from orchestrator.queue.inspect import key_order
+from orchestrator.queue.tasks import event_dict
+from orchestrator.queue.writes import Queue
 
 KEYS = ("a", "b", "c", "d", "e")
 PAYLOADS = ({"work": 1}, {"work": 2})

@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from sli_logs import LogBuilder
 
 from orchestrator.cli.report_cmd import report
-from orchestrator.report import write_incident, write_summary
-from orchestrator.sli import Aggregator, LogTail, aggregate_file
-from orchestrator.slifigures import wall_at
+from orchestrator.judge.figures import wall_at
+from orchestrator.judge.report import write_incident, write_summary
+from orchestrator.judge.sli import Aggregator, LogTail, aggregate_file
 
 RUN = "r20261123T184500-s14-ab12"
 
@@ -115,7 +115,7 @@ def test_incident_record(tmp_path):
     path = write_incident(abort, agg, tmp_path)
     text = path.read_text()
     assert path.name == f"incident_{RUN}.md"
-    assert wall_at(agg, abort.t) == "2026-11-23T18:45:00.005Z"
+    assert wall_at(agg.settings.header, abort.t) == "2026-11-23T18:45:00.005Z"
     for needle in ("aborted by rule 2 (actual duplicate execution)", "**Time (KST)**: 2026-11-24 03:45:00 KST",
                    "SLI-4 actual duplicate executions", "| key | same |", "Evidence tasks: `ORCH-2`",
                    "## Mitigation taken", "1 `worker_exited`", "**to be confirmed**", "## Prevention actions",
@@ -211,7 +211,7 @@ def test_report_from_the_log_equals_the_live_summary(tmp_path):
         if not events:
             break
         live.feed_many(events)
-        live.check(live.last_t, db_last_seq=live.last_seq)
+        live.check(live.state.last_t, db_last_seq=live.state.last_seq)
     live_text = write_summary(live, tmp_path / "live", log_path=log).read_text()
     result = run_report("--log", str(log), "--out", str(tmp_path / "offline"))
     assert result.exit_code == 0

@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sli_logs import LogBuilder
 
-from orchestrator import aborts
-from orchestrator.errors import LogError
-from orchestrator.sli import SILENCE_WALL_FLOOR, Abort, Aggregator, LogTail, aggregate_file, log_abort
+from orchestrator.core.errors import LogError
+from orchestrator.judge import aborts
+from orchestrator.judge.sli import Abort, Aggregator, LogTail, aggregate_file, log_abort
+from orchestrator.judge.state import SILENCE_WALL_FLOOR
 
 
 def tasks_with_latencies(b: LogBuilder, latencies, start: float = 10.0, gap: float = 5.0) -> list[str]:
@@ -88,7 +89,7 @@ def test_manual_closes_count_by_state_and_are_listed():
     manual = [(m["event"], m["task"], m["actor"], m["notes"]) for m in f["operator"]["manual"]]
     assert manual == [("closed_done", a, "alice", "incident mitigated"),
                       ("closed_failed", c, "bob", "persistent failure; action required")]
-    assert f["sli4"]["actual"] == 0 and a not in str(agg.completed_keys)
+    assert f["sli4"]["actual"] == 0 and a not in str(agg.state.completed_keys)
     assert {"class": "operator", "transient": False, "events": 1, "tasks": 0, "final": 1} in f["errors"]
 
 
@@ -198,7 +199,7 @@ def test_a_failed_task_retried_by_an_operator_counts_once_with_its_last_terminal
     f = agg.figures()
     assert f["sli1"]["done"] == 1 and f["sli1"]["failed"] == 0
     assert f["sli2"]["tasks"] == 1 and f["sli2"]["max"] == 95.0
-    assert agg.reopenable == {} and agg.open == {}
+    assert agg.state.reopenable == {} and agg.state.open == {}
 
 
 def test_per_task_state_is_dropped_when_a_task_ends():
@@ -208,8 +209,8 @@ def test_per_task_state_is_dropped_when_a_task_ends():
     b.lease(failed, 401.0)
     b.fail(failed, 402.0)
     agg = b.aggregator()
-    assert agg.open == {} and list(agg.reopenable) == [failed]
-    assert len(agg.completed_keys) == 50
+    assert agg.state.open == {} and list(agg.state.reopenable) == [failed]
+    assert len(agg.state.completed_keys) == 50
 
 
 def test_moving_success_series_and_checkpoint_windows():
@@ -303,13 +304,13 @@ def test_silence_rules_are_never_shorter_than_the_wall_floor_at_the_run_speed():
     fast.run_task(10.0)
     agg = fast.aggregator()
     floor = SILENCE_WALL_FLOOR * 4320.0
-    assert (agg.stall, agg.log_gap) == (floor, floor)
+    assert (agg.settings.stall, agg.settings.log_gap) == (floor, floor)
     last = fast.seq - 1
     assert agg.check(100.0, db_last_seq=last) == []
     assert agg.check(100.0 + 900.0, db_last_seq=last + 3) == []  # the log lags 900 s: not yet
     assert [(a.rule, a.figures["log_gap"]) for a in agg.check(100.0 + floor, db_last_seq=last + 3)] == [(5, floor)]
     slow = LogBuilder(speed=1.0)
-    assert (slow.aggregator().stall, slow.aggregator().log_gap) == (600.0, 900.0)
+    assert (slow.aggregator().settings.stall, slow.aggregator().settings.log_gap) == (600.0, 900.0)
 
 
 def test_rule3_trips_on_a_stall_while_work_waits_offline_and_live():
@@ -477,10 +478,10 @@ def test_live_reading_in_pieces_gives_the_offline_figures(tmp_path):
             else:
                 agg.feed(event)
         if agg is not None:
-            live_aborts += agg.check(agg.last_t, db_last_seq=agg.last_seq)
+            live_aborts += agg.check(agg.state.last_t, db_last_seq=agg.state.last_seq)
     offline = aggregate_file(path)
     assert agg.figures() == offline.figures()
-    assert [a.rule for a in live_aborts] == [1] and live_aborts == offline.check(offline.last_t)
+    assert [a.rule for a in live_aborts] == [1] and live_aborts == offline.check(offline.state.last_t)
 
 
 # --- the log reader ---------------------------------------------------------------------------

@@ -13,9 +13,10 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from orchestrator import arrivals, profiles
 from orchestrator.cli.orch import orch
-from orchestrator.errors import ProfileError
+from orchestrator.core import profiles
+from orchestrator.core.errors import ProfileError
+from orchestrator.soak import arrivals
 
 pytestmark = pytest.mark.xdist_group("soak")
 

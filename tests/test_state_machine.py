@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.errors import IllegalTransition
-from orchestrator.model import ACTION_EVENTS, OPERATOR_ACTIONS, State
-from orchestrator.queue import Queue
-from orchestrator.tasks import event_dict
+from orchestrator.core.errors import IllegalTransition
+from orchestrator.core.model import ACTION_EVENTS, OPERATOR_ACTIONS, State
+from orchestrator.queue.tasks import event_dict
+from orchestrator.queue.writes import Queue
 
 P, IP, D, F, B, C = (State.PENDING, State.IN_PROGRESS, State.DONE, State.FAILED, State.BLOCKED, State.CANCELLED)
 OPEN = (P, IP, B)

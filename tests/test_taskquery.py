@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.errors import UsageError
-from orchestrator.sqlfile import q
-from orchestrator.taskquery import TaskFilter, all_ids, id_bounds, page_query, search, timeline
+from orchestrator.core.errors import UsageError
+from orchestrator.queue.search import TaskFilter, all_ids, id_bounds, page_query, search, timeline
+from orchestrator.queue.sqlfile import q
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sli_logs import LogBuilder
 from webserve import SSEClient, deadline_wait, start_server, stop_server
 
-from orchestrator.queue import Queue
-from orchestrator.sli import aggregate_file
+from orchestrator.judge.sli import aggregate_file
+from orchestrator.queue.writes import Queue
 
 TOKEN = "s3cret-token"
 

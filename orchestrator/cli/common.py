@@ -12,11 +12,11 @@ from typing import Any
 import click
 import orjson
 
-from ..errors import EXIT_USAGE, OrchestratorError, UsageError
-from ..home import Home
-from ..model import QueueConfig
-from ..queue import Queue
-from ..tasks import parse_task_id
+from orchestrator.core.errors import EXIT_USAGE, OrchestratorError, UsageError
+from orchestrator.core.home import Home
+from orchestrator.core.model import QueueConfig
+from orchestrator.queue.tasks import parse_task_id
+from orchestrator.queue.writes import Queue
 
 
 class CommandError(click.ClickException):

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import home_option, json_option, print_json
+from orchestrator.cli.common import home_option, json_option, print_json
 
 seed_option = click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=14, show_default=True,
                            help="Seed of the drills' choices.")
@@ -21,7 +21,7 @@ def drill() -> None:
 @drill.command("list", help="Name, what each drill causes, what must hold.")
 @json_option
 def list_(as_json: bool) -> None:
-    from ..drills.base import all_drills
+    from orchestrator.drills.catalog import all_drills
 
     rows = [{"name": d.name, "causes": d.causes, "must_hold": d.must_hold} for d in all_drills()]
     if as_json:
@@ -32,8 +32,8 @@ def list_(as_json: bool) -> None:
 
 
 def _run(names: list[str], home: str | None, seed: int) -> None:
-    from ..drills.base import get
-    from ..drills.runner import run_drills
+    from orchestrator.drills.catalog import get
+    from orchestrator.drills.runner import run_drills
 
     drills = [get(n) for n in names]
     results, report = run_drills(drills, home, seed)
@@ -44,7 +44,7 @@ def _run(names: list[str], home: str | None, seed: int) -> None:
 
 
 def _within(results, n: int) -> bool:
-    from ..drills.runner import ALL_WALL_LIMIT
+    from orchestrator.drills.runner import ALL_WALL_LIMIT
 
     return n == 1 or sum(r.wall for r in results) <= ALL_WALL_LIMIT
 
@@ -62,6 +62,6 @@ def run(name: str, seed: int, home: str | None) -> None:
 @seed_option
 @home_option
 def all_(seed: int, home: str | None) -> None:
-    from ..drills.base import all_drills
+    from orchestrator.drills.catalog import all_drills
 
     _run([d.name for d in all_drills()], home, seed)

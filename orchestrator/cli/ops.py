@@ -6,14 +6,22 @@ from pathlib import Path
 
 import click
 
-from ..errors import UnknownTask, UsageError
-from ..home import Home
-from ..model import ErrorClass, State
-from ..tasks import task_name
-from .common import (
-    Group, actor_option, home_option, json_option, open_queue, print_json, require_notes, resolve_actor, task_id_arg
+from orchestrator.cli.common import (
+    Group,
+    actor_option,
+    home_option,
+    json_option,
+    open_queue,
+    print_json,
+    require_notes,
+    resolve_actor,
+    task_id_arg,
 )
-from .render import render_history, render_status, render_tasks
+from orchestrator.cli.render import render_history, render_status, render_tasks
+from orchestrator.core.errors import UnknownTask, UsageError
+from orchestrator.core.home import Home
+from orchestrator.core.model import ErrorClass, State
+from orchestrator.queue.tasks import task_name
 
 id_option = click.option("--id", "task", required=True, metavar="ORCH-N", help="Task id, e.g. ORCH-12.")
 notes_option = click.option("--notes", default=None, help="Why: kept with the event.")
@@ -134,6 +142,6 @@ def retry(task, state, error_class, dry_run, notes, actor, home, as_json):
               help="Last log lines to include.")
 @home_option
 def diagnose(out, lines, home):
-    from ..diagnose import write_bundle
+    from orchestrator.web.diagnose import write_bundle
 
     click.echo(str(write_bundle(Home.resolve(home), out, lines)))

@@ -8,17 +8,26 @@ import socket
 
 import click
 
-from .. import profiles
-from ..errors import UsageError
-from ..handlers import load_handler
-from ..home import Home
-from ..model import QueueConfig
-from ..queue import Queue
-from ..runs import RunStore, join
-from ..tasks import parse_payload
-from ..worker import WorkerConfig, run_worker
-from .common import Group, actor_option, home_option, json_option, open_queue, print_json, require_notes, resolve_actor
-from .ops import _act
+from orchestrator.cli.common import (
+    Group,
+    actor_option,
+    home_option,
+    json_option,
+    open_queue,
+    print_json,
+    require_notes,
+    resolve_actor,
+)
+from orchestrator.cli.ops import _act
+from orchestrator.core import profiles
+from orchestrator.core.errors import UsageError
+from orchestrator.core.home import Home
+from orchestrator.core.model import QueueConfig
+from orchestrator.handlers.context import load_handler
+from orchestrator.queue.runs import RunStore, join
+from orchestrator.queue.tasks import parse_payload
+from orchestrator.queue.writes import Queue
+from orchestrator.worker.loop import WorkerConfig, run_worker
 
 
 @click.group(cls=Group, help="Soak-test orchestrator: queue, workers, soak runs.")
@@ -111,10 +120,10 @@ def fail(task, notes, actor, home, as_json):
     _act("fail", task, home, actor, require_notes(notes), as_json)
 
 
-from .soak import soak  # noqa: E402
+from orchestrator.cli.soak import soak  # noqa: E402
 
 orch.add_command(soak)
 
-from .drill import drill  # noqa: E402
+from orchestrator.cli.drill import drill  # noqa: E402
 
 orch.add_command(drill)

@@ -8,8 +8,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..clock import Clock, iso_utc
-from ..tasks import task_name
+from orchestrator.core.clock import Clock, iso_utc
+from orchestrator.queue.tasks import task_name
 
 
 def _console() -> Console:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from ..errors import EXIT_USAGE, LogError, OrchestratorError
-from ..home import Home
-from .common import CommandError, home_option
+from orchestrator.cli.common import CommandError, home_option
+from orchestrator.core.errors import EXIT_USAGE, LogError, OrchestratorError
+from orchestrator.core.home import Home
 
 EXIT_BY_VERDICT = {"PASS": 0, "FAIL": 1, "STOPPED": 1, "ABORTED": 3}
 
@@ -36,9 +36,9 @@ def newest_log(home: Home) -> Path:
               help="Folder for the summary and charts (default: the home's reports/soak).")
 @home_option
 def report(log_path: Path | None, out_dir: Path | None, home: str | None) -> None:
-    from ..incident import incident_path
-    from ..report import write_incident, write_summary
-    from ..sli import aggregate_file
+    from orchestrator.judge.incident import incident_path
+    from orchestrator.judge.report import write_incident, write_summary
+    from orchestrator.judge.sli import aggregate_file
 
     home_ = Home.resolve(home)
     try:
@@ -57,10 +57,10 @@ def report(log_path: Path | None, out_dir: Path | None, home: str | None) -> Non
     except OrchestratorError as exc:
         raise CommandError(str(exc), exc.exit_code) from None
     verdict = agg.verdict(aborted=False)
-    shown = verdict if agg.complete else f"{verdict} (log incomplete: no run_finished)"
+    shown = verdict if agg.state.complete else f"{verdict} (log incomplete: no run_finished)"
     click.echo(f"summary: {summary}")
     click.echo(f"verdict: {shown}")
     code = EXIT_BY_VERDICT[verdict]
-    if not agg.complete and code == 0:
+    if not agg.state.complete and code == 0:
         code = 1
     click.get_current_context().exit(code)

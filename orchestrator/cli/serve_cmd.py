@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..home import Home
-from .common import home_option, resolve_actor
+from orchestrator.cli.common import home_option, resolve_actor
+from orchestrator.core.home import Home
 
 
 @click.command("serve", help="Serve the live on-call view of the home's latest run: overview, tasks, SSE, "
@@ -26,9 +26,9 @@ from .common import home_option, resolve_actor
                    "resolved (repeatable; URLs are redacted in logs).")
 @home_option
 def serve(port, host, token, allow_actions, log_path, actor, webhooks, home):
-    from ..web.alerts import check_urls
-    from ..web.server import ServeConfig, check_bind
-    from ..web.server import serve as run
+    from orchestrator.web.alerts import check_urls
+    from orchestrator.web.server import ServeConfig, check_bind
+    from orchestrator.web.server import serve as run
 
     cfg = ServeConfig(home=Home.resolve(home), host=host, port=port, token=token, allow_actions=allow_actions,
                       actor=f"web:{resolve_actor(actor)}", log=log_path,
@@ -43,7 +43,7 @@ def spawn_server(home: Home, port: int, webhooks: list[str]):
     import subprocess
     import sys
 
-    from ..errors import StoreError
+    from orchestrator.core.errors import StoreError
 
     argv = [sys.executable, "-m", "orchestrator", "soak", "serve", "--home", str(home.root), "--port", str(port)]
     for url in webhooks:

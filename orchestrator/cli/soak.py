@@ -11,11 +11,11 @@ import sys
 
 import click
 
-from ..errors import UsageError
-from ..home import Home
-from ..model import NO_FENCING
-from .common import home_option, json_option, print_json
-from .render import emit_table
+from orchestrator.cli.common import home_option, json_option, print_json
+from orchestrator.cli.render import emit_table
+from orchestrator.core.errors import UsageError
+from orchestrator.core.home import Home
+from orchestrator.core.model import NO_FENCING
 
 SPEED_MAX = 100_000.0
 
@@ -53,11 +53,11 @@ def _finish(outcome) -> None:
 @home_option
 def start(profile_spec, speed, workers, seed, handler, serve, serve_port, webhooks, home):
     _refuse_unfenced()
-    from .. import profiles
-    from ..soak import StartRequest
-    from ..soak import start as start_run
-    from ..web.alerts import check_urls
-    from .serve_cmd import spawn_server, stop_spawned
+    from orchestrator.cli.serve_cmd import spawn_server, stop_spawned
+    from orchestrator.core import profiles
+    from orchestrator.soak.control import StartRequest
+    from orchestrator.soak.control import start as start_run
+    from orchestrator.web.alerts import check_urls
 
     profile = profiles.load(profile_spec)
     req = StartRequest(profile=profile, speed=speed, seed=seed, workers=workers or profile.workers,
@@ -87,7 +87,7 @@ def _refuse_unfenced() -> None:
 @home_option
 def resume(workers, handler, home):
     _refuse_unfenced()
-    from ..soak import resume as resume_run
+    from orchestrator.soak.control import resume as resume_run
 
     _finish(resume_run(Home.resolve(home), workers, handler, sys.stdout.isatty()))
 
@@ -95,7 +95,7 @@ def resume(workers, handler, home):
 @soak.command(help="Stop the run in progress cleanly (its summary is still written).")
 @home_option
 def stop(home):
-    from ..soak import stop as stop_run
+    from orchestrator.soak.control import stop as stop_run
 
     _require_db(home)
     click.echo(stop_run(Home.resolve(home)))
@@ -109,13 +109,13 @@ def stop(home):
 @home_option
 @json_option
 def status(watch, every, count, home, as_json):
-    from ..soak import status as run_status
+    from orchestrator.soak.control import status as run_status
 
     def fetch():
         return run_status(Home.resolve(home)) if Home.resolve(home).db.exists() else None
 
     if watch:
-        from .watch import watch as watch_status
+        from orchestrator.cli.watch import watch as watch_status
 
         watch_status(fetch, every, count, as_json)
         return
@@ -141,7 +141,7 @@ def status(watch, every, count, home, as_json):
 
 
 def _require_db(home: str | None) -> None:
-    from ..errors import Refused
+    from orchestrator.core.errors import Refused
 
     if not Home.resolve(home).db.exists():
         raise Refused("no soak run in this home")
@@ -149,7 +149,7 @@ def _require_db(home: str | None) -> None:
 
 @soak.command(help="List the built-in profiles.")
 def profiles():
-    from .. import profiles as p
+    from orchestrator.core import profiles as p
 
     rows = [[name, f"{pr.duration / 3600:g}h", f"{pr.arrivals.rate:g}/min", str(pr.workers), pr.description]
             for name, pr in p.BUILTIN.items()]
@@ -164,7 +164,7 @@ def profile():
 @profile.command(name="show", help="Print a profile as TOML (saved and passed to --profile, it gives the same run).")
 @click.argument("name")
 def profile_show(name):
-    from .. import profiles as p
+    from orchestrator.core import profiles as p
 
     click.echo(p.load(name).to_toml(), nl=False)
 
@@ -173,7 +173,7 @@ def profile_show(name):
 @click.option("--run", "run_id", required=True)
 @home_option
 def ship(run_id, home):
-    from ..shipper import run_shipper
+    from orchestrator.soak.shipper import run_shipper
 
     home_ = Home.resolve(home)
     sys.exit(run_shipper(home_.db, run_id, home_.runtime / run_id))
@@ -186,7 +186,7 @@ def ship(run_id, home):
 def agent(run_id, sock, home):
     from pathlib import Path
 
-    from ..faults import run_agent
+    from orchestrator.faults.agent import run_agent
 
     if not run_id.strip():
         raise UsageError("--run must not be empty")
@@ -194,8 +194,8 @@ def agent(run_id, sock, home):
     sys.exit(run_agent(home_.db, run_id, Path(sock), home_.runtime / run_id))
 
 
-from .report_cmd import report  # noqa: E402
-from .serve_cmd import serve  # noqa: E402
+from orchestrator.cli.report_cmd import report  # noqa: E402
+from orchestrator.cli.serve_cmd import serve  # noqa: E402
 
 soak.add_command(report)
 soak.add_command(serve)

@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UsageError
-
 
 @dataclass(frozen=True)
 class Evidence:
@@ -67,11 +65,8 @@ class Drill:
     abort: dict = field(default_factory=dict)  # abort thresholds of the drill's profile
 
 
+# Filled by the `drill` decorator as the drill modules are imported (`catalog` imports them all).
 REGISTRY: dict[str, Drill] = {}
-# the order of `orch drill list` and `orch drill all`: workers, outcomes, guards, the CLI, the soak
-ORDER = ("worker-crash", "worker-stall", "cancel-midrun", "concurrency-cap", "poison-task", "timeout-all",
-         "partial-success", "error-chaos", "idempotency-under-fire", "guardrail-replan", "db-lock-storm",
-         "fail-closed", "operator-runbook", "supervisor-restart", "log-pipeline-drop", "queue-pressure")
 
 
 def drill(name: str, causes: str, must_hold: str, **options: Any) -> Callable:
@@ -84,21 +79,3 @@ def drill(name: str, causes: str, must_hold: str, **options: Any) -> Callable:
         return fn
 
     return register
-
-
-def get(name: str) -> Drill:
-    load_all()
-    if name not in REGISTRY:
-        raise UsageError(f"no drill {name!r} (known: {', '.join(REGISTRY)})")
-    return REGISTRY[name]
-
-
-def all_drills() -> list[Drill]:
-    load_all()
-    rank = {name: i for i, name in enumerate(ORDER)}
-    return sorted(REGISTRY.values(), key=lambda d: rank.get(d.name, len(ORDER)))
-
-
-def load_all() -> None:
-    """Import the modules that register drills."""
-    from . import operator, outcomes, safety, soakdrills, workers  # noqa: F401

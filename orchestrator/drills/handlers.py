@@ -17,7 +17,8 @@ import socket
 import threading
 import time
 
-from ..handlers import TaskContext, UpstreamError, synthetic
+from orchestrator.handlers.context import TaskContext
+from orchestrator.handlers.synthetic import UpstreamError, synthetic
 
 LONG = ("<html><head><title>upstream</title></head><body>" + "stack frame at upstream.service.call\n" * 12
         + "</body></html>")

@@ -24,17 +24,17 @@ from typing import Any
 
 import orjson
 
-from .. import profiles
-from ..clock import Clock
-from ..errors import DbLockError, OrchestratorError
-from ..home import Home
-from ..model import QueueConfig
-from ..queue import Queue
-from ..runs import RunStore
-from ..shipper import Shipper, header_line, write_header
-from ..sli import Aggregator, LogTail
-from ..tasks import event_dict, task_name
-from .base import Check, Drill, Evidence, Recovery
+from orchestrator.core import profiles
+from orchestrator.core.clock import Clock
+from orchestrator.core.errors import DbLockError, OrchestratorError
+from orchestrator.core.home import Home
+from orchestrator.core.model import QueueConfig
+from orchestrator.drills.base import Check, Drill, Evidence, Recovery
+from orchestrator.judge.sli import Aggregator, LogTail
+from orchestrator.queue.runs import RunStore
+from orchestrator.queue.tasks import event_dict, task_name
+from orchestrator.queue.writes import Queue
+from orchestrator.soak.shipper import Shipper, header_line, write_header
 
 UNSAFE_PREFIX = "ORCH_TEST_UNSAFE_"
 HANDLER_HOOK = "ORCH_TEST_UNSAFE_DRILL_HANDLER"

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from ..errors import UnknownTask
-from ..model import DETAIL_MAX, ErrorClass
-from ..tasks import task_name
-from .base import Check, Evidence
+from orchestrator.core.errors import UnknownTask
+from orchestrator.core.model import DETAIL_MAX, ErrorClass
+from orchestrator.drills.base import Check, Evidence
+from orchestrator.queue.tasks import task_name
 
 CLASSES = frozenset(e.value for e in ErrorClass)
 END_STATES = ("DONE", "FAILED", "BLOCKED", "CANCELLED")
@@ -99,7 +99,7 @@ def gap_free(events: list[dict], first_seq: int, db_events: list[tuple[int, str]
 def operator_actions_recorded(events: list[dict], actions: list[dict]) -> Check:
     """Each action the drill took is one event with its actor and notes; every operator event in
     the log names an actor."""
-    from ..model import ACTION_EVENTS
+    from orchestrator.core.model import ACTION_EVENTS
 
     pool = [e for e in events if e["event"] in OPERATOR_EVENTS]
     unnamed = [e["seq"] for e in pool if not e.get("actor")]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 import threading
 
-from ..model import QueueConfig
-from ..queue import Queue
+from orchestrator.core.model import QueueConfig
+from orchestrator.queue.writes import Queue
 
 
 class _Release(Exception):

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..tasks import task_name
-from .base import drill
+from orchestrator.drills.base import drill
+from orchestrator.queue.tasks import task_name
 
 H = "orchestrator.drills.handlers:"
 OPS = "import sys; from orchestrator.cli.ops import ops; ops(prog_name='ops')"

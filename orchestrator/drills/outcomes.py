@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from ..model import DETAIL_MAX
-from ..tasks import task_name
-from .base import drill
-from .handlers import EXPECTED_CLASS, UPSTREAM
+from orchestrator.core.model import DETAIL_MAX
+from orchestrator.drills.base import drill
+from orchestrator.drills.handlers import EXPECTED_CLASS, UPSTREAM
+from orchestrator.queue.tasks import task_name
 
 H = "orchestrator.drills.handlers:"
 TTL = 120.0  # soak seconds: 1 s of wall time at speed 120

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..runs import commit_sha
-from .base import Check
+from orchestrator.drills.base import Check
+from orchestrator.queue.runs import commit_sha
 
 
 def _cell(text: str) -> str:

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..home import Home
-from ..model import describe
-from .base import Check, Drill, Evidence, Recovery
-from .harness import Harness
-from .invariants import check_all
-from .report import write_report
+from orchestrator.core.home import Home
+from orchestrator.core.model import describe
+from orchestrator.drills.base import Check, Drill, Evidence, Recovery
+from orchestrator.drills.harness import Harness
+from orchestrator.drills.invariants import check_all
+from orchestrator.drills.report import write_report
 
 DRILL_WALL_LIMIT = 30.0  # wall seconds a drill may take
 ALL_WALL_LIMIT = 300.0

@@ -8,8 +8,8 @@ import sys
 
 import orjson
 
-from ..tasks import task_name
-from .base import drill
+from orchestrator.drills.base import drill
+from orchestrator.queue.tasks import task_name
 
 H = "orchestrator.drills.handlers:"
 OPS = "import sys; from orchestrator.cli.ops import ops; ops(prog_name='ops')"

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import orjson
 
-from .. import profiles
-from ..clock import Clock
-from ..queue import Queue
-from ..runs import RunStore
-from ..sli import aggregate_file
-from .base import drill
+from orchestrator.core import profiles
+from orchestrator.core.clock import Clock
+from orchestrator.drills.base import drill
+from orchestrator.judge.sli import aggregate_file
+from orchestrator.queue.runs import RunStore
+from orchestrator.queue.writes import Queue
 
 H = "orchestrator.drills.handlers:"
 SOAK_SPEED = 720.0

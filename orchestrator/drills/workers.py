@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from .base import drill
+from orchestrator.drills.base import drill
 
 H = "orchestrator.drills.handlers:"
 

@@ -1,4 +1,6 @@
-"""The on-call view: SVG charts, the offline HTML report's pieces, the live server, metrics, alerts.
+"""The on-call view: the live server (overview, task search and timelines, SSE, `/metrics`,
+alerts, guarded operator actions) and the incident bundle of `ops diagnose`.
 
-Nothing here writes SQL: reads and operator actions go through `orchestrator.queue.Queue`.
+Imports the judge, the queue and the core. Nothing here writes SQL: reads and operator actions
+go through `orchestrator.queue.writes.Queue`.
 """

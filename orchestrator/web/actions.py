@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import Refused, UsageError
-from ..model import OPERATOR_ACTIONS
-from ..queue import Queue
-from ..taskquery import TaskFilter, all_ids
-from ..tasks import parse_task_id, task_name
+from orchestrator.core.errors import Refused, UsageError
+from orchestrator.core.model import OPERATOR_ACTIONS
+from orchestrator.queue.search import TaskFilter, all_ids
+from orchestrator.queue.tasks import parse_task_id, task_name
+from orchestrator.queue.writes import Queue
 
 NOTES_REQUIRED = frozenset({"replan", "done", "fail"})
 BULK_CAP = 100_000

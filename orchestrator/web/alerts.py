@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import orjson
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
-from ..errors import UsageError
+from orchestrator.core.errors import UsageError
 
 RECEIVER = "orch-soak"
 

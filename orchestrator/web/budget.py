@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..sli import Aggregator
+    from orchestrator.judge.sli import Aggregator
 
 SLO_PERIOD = 30 * 86400.0
 PAIRS = ((3600.0, 300.0, 14.4, "page"), (21600.0, 1800.0, 6.0, "page"), (259200.0, 21600.0, 1.0, "ticket"))
@@ -34,17 +34,17 @@ def _window(done: list[int], failed: list[int], end: int, minutes: int) -> tuple
 
 def error_budget(agg: Aggregator) -> dict[str, Any]:
     """Remaining budget over the run so far and each pair's burn rates at the last whole minute."""
-    target = float((agg.profile.get("slo") or {}).get("success") or 0.0)
+    target = float((agg.settings.profile.get("slo") or {}).get("success") or 0.0)
     allowed = 1.0 - target
-    done, failed = agg.counts["DONE"], agg.counts["FAILED"]
+    done, failed = agg.state.counts["DONE"], agg.state.counts["FAILED"]
     total = done + failed
     remaining = None
     if allowed > 0 and total:
         remaining = 1.0 - (failed / total) / allowed
-    end = int(max(agg.last_t, 0.0) // 60)  # the minute in progress is not judged
-    done_m, failed_m = agg.done_m.values, agg.failed_m.values
+    end = int(max(agg.state.last_t, 0.0) // 60)  # the minute in progress is not judged
+    done_m, failed_m = agg.state.done_m.values, agg.state.failed_m.values
     rows = []
-    for w in windows(agg.duration):
+    for w in windows(agg.settings.duration):
         burns = []
         volume = 0
         for key in ("long_min", "short_min"):
@@ -52,7 +52,7 @@ def error_budget(agg: Aggregator) -> dict[str, Any]:
             if key == "long_min":
                 volume = d + f
             burns.append((f / (d + f)) / allowed if d + f and allowed > 0 else None)
-        firing = (burns[0] is not None and burns[1] is not None and volume >= agg.min_volume
+        firing = (burns[0] is not None and burns[1] is not None and volume >= agg.settings.min_volume
                   and burns[0] >= w["threshold"] and burns[1] >= w["threshold"])
         rows.append({**w, "burn_long": burns[0], "burn_short": burns[1], "volume": volume, "firing": firing})
     return {"target": target, "allowed": allowed, "failed": failed, "total": total, "remaining": remaining,

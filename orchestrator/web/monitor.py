@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..aborts import RULE_NAMES, RULE_TITLES
-from ..errors import LogError, OrchestratorError
-from ..home import Home
-from ..logread import CHUNK, LogTail
-from ..sli import Aggregator
-from .budget import error_budget
+from orchestrator.core.errors import LogError, OrchestratorError
+from orchestrator.core.home import Home
+from orchestrator.judge.aborts import RULE_NAMES, RULE_TITLES
+from orchestrator.judge.logread import CHUNK, LogTail
+from orchestrator.judge.sli import Aggregator
+from orchestrator.web.budget import error_budget
 
 MAX_POINTS = 5000  # 72 h is 4320 soak minutes
 STATES = ("PENDING", "IN_PROGRESS", "BLOCKED", "DONE", "FAILED", "CANCELLED")
@@ -141,21 +141,21 @@ class Monitor:
                 self.minute = m
             batch.append(ev)
         agg.feed_many(batch)
-        if agg.finished is not None:
+        if agg.state.finished is not None:
             self._point(self.minute + 1, final=True)
 
     def _point(self, minute: int, final: bool = False) -> None:
         agg = self.agg
-        seq = agg.last_seq
+        seq = agg.state.last_seq
         if seq is None or (self.seqs and seq <= self.seqs[-1]):
             return
-        w = agg.window_minutes
+        w = agg.settings.window_minutes
         lo = max(0, minute - w)
-        d = sum(agg.done_m.values[lo:minute])
-        f = sum(agg.failed_m.values[lo:minute])
-        point = {"seq": seq, "t": agg.last_t if final else minute * 60.0, "wall": agg.last_wall,
-                 "counts": [agg.counts[s] for s in STATES], "enqueued": agg.enqueued,
-                 "moving": round(d / (d + f), 5) if d + f >= agg.min_volume else None}
+        d = sum(agg.state.done_m.values[lo:minute])
+        f = sum(agg.state.failed_m.values[lo:minute])
+        point = {"seq": seq, "t": agg.state.last_t if final else minute * 60.0, "wall": agg.state.last_wall,
+                 "counts": [agg.state.counts[s] for s in STATES], "enqueued": agg.state.enqueued,
+                 "moving": round(d / (d + f), 5) if d + f >= agg.settings.min_volume else None}
         self.points.append(point)
         self.seqs.append(seq)
         if len(self.points) > self.max_points:  # thin the older half: memory stays flat
@@ -184,8 +184,8 @@ class Monitor:
         agg = self.agg
         f = agg.figures()
         tripped = {a["rule"]: a for a in f["aborts"]}
-        live = not agg.closing and agg.finished is None
-        waiting = agg.counts["PENDING"] + agg.counts["IN_PROGRESS"] > 0
+        live = not agg.state.closing and agg.state.finished is None
+        waiting = agg.state.counts["PENDING"] + agg.state.counts["IN_PROGRESS"] > 0
         last = next((p["moving"] for p in reversed(self.points)), None) if self.points else None
         rules = []
         for rule, name in RULE_NAMES.items():
@@ -208,15 +208,15 @@ class Monitor:
         return {
             "run_id": run["run_id"], "profile": run["profile_name"], "speed": run["speed"], "seed": run["seed"],
             "log": str(self.log_path), "live": live, "complete": run["complete"],
-            "verdict": f["verdict"], "soak_t": agg.last_t, "duration": run["duration"], "wall": run["end_wall"],
-            "started_at": run["started_at"], "last_seq": agg.last_seq, "events": agg.events,
-            "states": {s: agg.counts[s] for s in STATES}, "enqueued": agg.enqueued,
+            "verdict": f["verdict"], "soak_t": agg.state.last_t, "duration": run["duration"], "wall": run["end_wall"],
+            "started_at": run["started_at"], "last_seq": agg.state.last_seq, "events": agg.state.events,
+            "states": {s: agg.state.counts[s] for s in STATES}, "enqueued": agg.state.enqueued,
             "sli": {"success": f["sli1"]["success"], "p95": f["sli2"]["p95"], "p50": f["sli2"]["p50"],
                     "transient_recovery": f["sli3"]["rate"], "actual_duplicates": f["sli4"]["actual"],
                     "dispatches": f["sli4"]["dispatches"], "lease_recovery": f["lease_recovery"]["rate"]},
             "slo": list(slo.values()), "rules": rules,
-            "moving": {"last": last, "threshold": agg.moving_success, "min_volume": agg.min_volume,
-                       "window": agg.window_minutes * 60.0},
+            "moving": {"last": last, "threshold": agg.settings.moving_success, "min_volume": agg.settings.min_volume,
+                       "window": agg.settings.window_minutes * 60.0},
             "faults": [{"kind": r["kind"], "planned": r["planned"], "injected": r["injected"],
                         "observed": r["observed"], "observed_what": r["observed_what"]} for r in f["faults"]],
             "lease": {"expirations": f["lease_recovery"]["expirations"],

@@ -3,7 +3,7 @@ JavaScript or CSS); charts are drawn as inline SVG from the SSE points."""
 
 from __future__ import annotations
 
-from ..model import ErrorClass, State
+from orchestrator.core.model import ErrorClass, State
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1f2328;background:#f6f8fa}

@@ -21,15 +21,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from .. import taskquery
-from ..errors import OrchestratorError, StoreError, UsageError
-from ..home import Home
-from ..queue import Queue
-from ..runs import RunStore
-from ..tasks import parse_task_id
-from . import actions, metrics, pages, sse
-from .alerts import Alerter
-from .monitor import Monitor
+from orchestrator.core.errors import OrchestratorError, StoreError, UsageError
+from orchestrator.core.home import Home
+from orchestrator.queue import search as taskquery
+from orchestrator.queue.runs import RunStore
+from orchestrator.queue.tasks import parse_task_id
+from orchestrator.queue.writes import Queue
+from orchestrator.web import actions, metrics, pages, sse
+from orchestrator.web.alerts import Alerter
+from orchestrator.web.monitor import Monitor
 
 STATUS_BY_EXIT = {1: 500, 2: 400, 3: 404, 4: 409}
 

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import orjson
 
-from .monitor import Monitor
+from orchestrator.web.monitor import Monitor
 
 KEEPALIVE = 15.0  # wall seconds between comments on a quiet stream
 

@@ -7,12 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.clock import HandClock
-from orchestrator.model import QueueConfig, RetryPolicy
-from orchestrator.queue import Queue
-
-
-
+from orchestrator.core.clock import HandClock
+from orchestrator.core.model import QueueConfig, RetryPolicy
+from orchestrator.queue.writes import Queue
 
 PRESOAK_CONFIG = QueueConfig(retry=RetryPolicy(backoff=(60.0, 180.0), max_attempts=3, jitter=0.0), lease_ttl=30.0)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.tasks import event_dict
+from orchestrator.queue.tasks import event_dict
 
 
 def names(queue) -> list[str]:

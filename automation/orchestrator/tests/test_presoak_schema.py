@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import StoreError
-from orchestrator.home import DEFAULT_HOME, Home
-from orchestrator.queue import Queue
+from orchestrator.core.errors import StoreError
+from orchestrator.core.home import DEFAULT_HOME, Home
+from orchestrator.queue.writes import Queue
 
 
 def test_home_layout_matches_the_soak_plan(home):

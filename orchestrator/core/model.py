@@ -1,0 +1,178 @@
+"""The domain's closed sets: task states, operator actions, error classes, the retry policy."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import socket
+import sqlite3
+from dataclasses import dataclass, field
+from enum import Enum
+
+from orchestrator.core.errors import DbLockError, UsageError
+
+
+class State(str, Enum):
+    PENDING = "PENDING"
+    IN_PROGRESS = "IN_PROGRESS"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    BLOCKED = "BLOCKED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL = frozenset({State.DONE, State.FAILED, State.CANCELLED})
+OPEN = frozenset({State.PENDING, State.IN_PROGRESS, State.BLOCKED})
+
+# Operator actions: the states each one is allowed from, and the state it leads to
+# (None: the state stays, the action records a plan).
+OPERATOR_ACTIONS: dict[str, tuple[frozenset[State], State | None]] = {
+    "cancel": (frozenset({State.PENDING, State.IN_PROGRESS, State.BLOCKED}), State.CANCELLED),
+    "replan": (frozenset({State.BLOCKED, State.CANCELLED, State.FAILED}), None),
+    "retry": (frozenset({State.FAILED, State.CANCELLED}), State.PENDING),
+    "done": (OPEN, State.DONE),
+    "fail": (OPEN, State.FAILED),
+}
+# The event each operator action writes.
+ACTION_EVENTS = {
+    "cancel": "cancelled",
+    "replan": "replanned",
+    "retry": "retried",
+    "done": "closed_done",
+    "fail": "closed_failed",
+}
+
+
+class ErrorClass(str, Enum):
+    """Closed set of error classes; raw exception text is never a class."""
+
+    TIMEOUT = "timeout"
+    RATE_LIMIT = "rate_limit"
+    NETWORK = "network"
+    SERVER_ERROR = "server_error"
+    DB_LOCK = "db_lock"
+    PARAM_ERROR = "param_error"
+    GUARDRAIL = "guardrail"
+    LEASE_TIMEOUT = "lease_timeout"
+    UNKNOWN = "unknown"
+    OPERATOR = "operator"  # a manual close as FAILED
+
+
+TRANSIENT = frozenset(
+    {ErrorClass.TIMEOUT, ErrorClass.RATE_LIMIT, ErrorClass.NETWORK, ErrorClass.SERVER_ERROR, ErrorClass.DB_LOCK}
+)
+DETAIL_MAX = 200
+NO_FENCING = "ORCH_TEST_UNSAFE_NO_FENCING"  # test-only: `1` turns the epoch fence off (QueueConfig.fencing)
+
+
+class TaskError(Exception):
+    """Raised by a handler to fail a task with an explicit error class."""
+
+    def __init__(self, error_class: ErrorClass | str, detail: str = ""):
+        super().__init__(detail or str(error_class))
+        self.error_class = ErrorClass(error_class)
+        self.detail = detail
+
+
+class GuardrailExceeded(Exception):
+    """Raised by a handler whose spend would pass the task's budget: the task is BLOCKED."""
+
+    def __init__(self, spend: float, budget: float):
+        super().__init__(f"spend {spend:g} exceeds budget {budget:g}")
+        self.spend = spend
+        self.budget = budget
+
+
+_HTTP_STATUS = re.compile(r"\b([45]\d\d)\b")
+
+
+def classify(exc: BaseException) -> ErrorClass:
+    """Map an exception from a handler or the database to one class of the closed enum."""
+    if isinstance(exc, TaskError):
+        return exc.error_class
+    if isinstance(exc, GuardrailExceeded):
+        return ErrorClass.GUARDRAIL
+    if isinstance(exc, DbLockError):
+        return ErrorClass.DB_LOCK
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+        return ErrorClass.DB_LOCK
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return ErrorClass.TIMEOUT
+    if isinstance(exc, (ConnectionError, socket.gaierror)):
+        return ErrorClass.NETWORK
+    status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
+    if status is None:
+        match = _HTTP_STATUS.search(str(exc)[:80])
+        status = int(match.group(1)) if match else None
+    if isinstance(status, int):
+        if status == 429:
+            return ErrorClass.RATE_LIMIT
+        if status in (408, 504):
+            return ErrorClass.TIMEOUT
+        if 500 <= status < 600:
+            return ErrorClass.SERVER_ERROR
+        if 400 <= status < 500:
+            return ErrorClass.PARAM_ERROR
+    if isinstance(exc, (ValueError, TypeError, KeyError, UsageError)):
+        return ErrorClass.PARAM_ERROR
+    return ErrorClass.UNKNOWN
+
+
+def shorten(text: str, limit: int = DETAIL_MAX) -> str:
+    """Keep raw error text as detail, on one line and at most `limit` characters."""
+    one_line = " ".join(str(text).split())
+    return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
+
+
+def describe(exc: BaseException) -> str:
+    return shorten(f"{type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When a failed attempt is retried, and after how long (soak seconds)."""
+
+    backoff: tuple[float, ...] = (60.0, 180.0, 600.0)
+    max_attempts: int = 4  # first attempt + len(backoff) retries
+    jitter: float = 0.1  # +/- share of the backoff
+    unknown_retries: int = 1  # `unknown` errors are retried at most this often
+
+    def decide(self, error: ErrorClass, attempt: int, unknown_seen: int, rng: random.Random,
+               max_attempts: int | None = None) -> float | None:
+        """Backoff before the next attempt, or None when the task must fail now.
+
+        `attempt` is the attempt that just failed (1-based); `unknown_seen` counts earlier
+        `unknown` failures of the task in its current plan; `max_attempts` is the task's own
+        limit (recorded when it was enqueued), the policy's when not given.
+        """
+        if attempt >= (self.max_attempts if max_attempts is None else max_attempts):
+            return None
+        if error in TRANSIENT or error is ErrorClass.LEASE_TIMEOUT:
+            pass
+        elif error is ErrorClass.UNKNOWN and unknown_seen < self.unknown_retries:
+            pass
+        else:
+            return None
+        base = self.backoff[min(attempt - 1, len(self.backoff) - 1)] if self.backoff else 0.0
+        return base * (1 + self.jitter * (2 * rng.random() - 1))
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """How one process uses the queue. Durations are soak seconds."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    lease_ttl: float = 30.0
+    busy_timeout: float = 5.0  # SQLite's own busy wait per statement
+    lock_bound: float = 60.0  # total wait for the write lock before `db_lock` is raised
+    lock_bound_wall_floor: float = 2.0  # ... but never less than this many wall seconds
+    busy_wall_floor: float = 0.001
+    synchronous: str = "NORMAL"  # or FULL: see docs/durability.md
+    inflight_cap: int | None = None  # global cap on IN_PROGRESS tasks (None: no cap)
+    writer_queue: bool = True  # queue writers on a kernel lock (flock) before BEGIN IMMEDIATE
+    # TEST-ONLY: False lets `complete` skip the epoch fence, so the drills' tests can show that a
+    # drill reports FAIL when fencing is broken. Only ORCH_TEST_UNSAFE_NO_FENCING=1 turns it off;
+    # a drill run with any ORCH_TEST_UNSAFE_* variable set cannot pass, and `orch soak start`
+    # refuses to run with it (docs/drills.md).
+    fencing: bool = field(default_factory=lambda: os.environ.get(NO_FENCING) != "1")

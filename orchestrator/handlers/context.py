@@ -1,0 +1,69 @@
+"""The handler contract: what a handler receives (`TaskContext`), the exceptions the worker raises
+inside it (`LeaseLost`, `Stopping`) and how a `module:function` spec is loaded."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from orchestrator.core.clock import Clock
+from orchestrator.core.errors import UsageError
+from orchestrator.core.model import GuardrailExceeded
+
+
+class LeaseLost(Exception):
+    """Raised inside a handler when its lease was revoked (expired, cancelled, closed)."""
+
+
+class Stopping(Exception):
+    """Raised inside a handler's sleep when the worker must stop and release the task."""
+
+
+@dataclass
+class TaskContext:
+    task: str
+    key: str
+    payload: Any
+    attempt: int
+    epoch: int
+    budget: float | None
+    clock: Clock
+    lost: threading.Event = field(default_factory=threading.Event)
+    spent: float = 0.0
+    probe_write: Callable[[], None] | None = None  # one write with no retry (db_lock faults)
+    request_lock: Callable[[float], AbstractContextManager[bool]] | None = None  # the lock hog holds the lock in the block
+
+    def sleep(self, soak_seconds: float) -> None:
+        """Work for `soak_seconds`; raises `LeaseLost` as soon as the lease is revoked."""
+        if self.lost.wait(self.clock.to_wall(max(soak_seconds, 0.0))):
+            raise LeaseLost(f"{self.task} lease lost")
+
+    def spend(self, amount: float) -> None:
+        """Account spend against the budget; refuse (before spending) past a hard budget."""
+        if self.budget is not None and self.spent + amount > self.budget:
+            raise GuardrailExceeded(self.spent + amount, self.budget)
+        self.spent += amount
+
+
+def load_handler(spec: str) -> Callable[[TaskContext], Any]:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise UsageError(f"handler must be module:function, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import handler module {module_name!r}: {exc}") from None
+    handler = getattr(module, attr, None)
+    if not callable(handler):
+        raise UsageError(f"handler {spec!r} is not a callable")
+    return handler
+
+
+def payload_of(text: str) -> Any:
+    return orjson.loads(text)

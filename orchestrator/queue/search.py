@@ -1,0 +1,148 @@
+"""The tasks view's reads: search by id, key, state, error class and enqueue-time range, newest
+first, with keyset pagination (`before` = the last id of the previous page), and one task's
+timeline. Every statement is a named query of queue.sql served by an index (asserted in
+tests/test_taskquery.py with EXPLAIN QUERY PLAN).
+
+Ids are given in enqueue order under the write lock and `enqueued_at` comes from the run's one
+clock, so an enqueue-time range is an id range: its bounds are two index lookups.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.core.errors import UsageError
+from orchestrator.core.model import ErrorClass, State
+from orchestrator.queue.sqlfile import q
+from orchestrator.queue.tasks import event_dict, parse_task_id, task_name
+from orchestrator.queue.writes import Queue
+
+MAX_LIMIT = 500
+BIG = 2**62
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """What to look for; every field optional. `since`/`until` are soak times on the queue's axis."""
+
+    task: int | None = None
+    key: str | None = None
+    state: str | None = None
+    error: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    @classmethod
+    def parse(cls, params: dict[str, str], origin: float = 0.0) -> TaskFilter:
+        """From query parameters: id=ORCH-N, key, state, error, from/to (soak seconds since the run start)."""
+        def text(name: str) -> str | None:
+            value = (params.get(name) or "").strip()
+            return value or None
+
+        state, error = text("state"), text("error")
+        if state is not None and state not in {s.value for s in State}:
+            raise UsageError(f"unknown state {state!r}")
+        if error is not None and error not in {e.value for e in ErrorClass}:
+            raise UsageError(f"unknown error class {error!r}")
+        bounds = []
+        for name in ("from", "to"):
+            value = text(name)
+            try:
+                bounds.append(None if value is None else origin + float(value))
+            except ValueError:
+                raise UsageError(f"{name} must be soak seconds, got {value!r}") from None
+        task = text("id")
+        return cls(task=parse_task_id(task) if task else None, key=text("key"), state=state, error=error,
+                   since=bounds[0], until=bounds[1])
+
+
+def row_doc(row: sqlite3.Row, origin: float = 0.0) -> dict[str, Any]:
+    doc = {"id": task_name(row["id"]), "key": row["key"], "state": row["state"], "attempt": row["attempt"],
+           "max_attempts": row["max_attempts"], "epoch": row["epoch"], "worker": row["worker"],
+           "error": row["error"], "enqueued_t": round(row["enqueued_at"] - origin, 3),
+           "updated_t": round(row["updated_at"] - origin, 3)}
+    if "heartbeat_at" in row.keys():  # one task's view: its lease (heartbeats are not events)
+        for name in ("heartbeat_at", "lease_until"):
+            doc[name.replace("_at", "_t").replace("_until", "_until_t")] = (
+                None if row[name] is None else round(row[name] - origin, 3))
+        doc.update(budget=row["budget"], plan=row["plan"])
+    return doc
+
+
+def page_query(f: TaskFilter) -> str:
+    """The name of the query that serves a filter (the state/error combination picks the index)."""
+    if f.state and f.error:
+        return "tasks_page_state_error"
+    if f.state:
+        return "tasks_page_state"
+    if f.error:
+        return "tasks_page_error"
+    return "tasks_page"
+
+
+def search(queue: Queue, f: TaskFilter, before: int | None = None, limit: int = 50) -> tuple[list[sqlite3.Row], int | None]:
+    """One page of matching tasks, newest first, and the `before` of the next page (None: last page)."""
+    limit = max(1, min(int(limit), MAX_LIMIT))
+    conn = queue.conn
+    if f.task is not None or f.key is not None:
+        rows = []
+        if f.task is not None:
+            rows = conn.execute(q("task_row_by_id"), (f.task,)).fetchall()
+        elif f.key is not None:
+            rows = conn.execute(q("task_row_by_key"), (f.key,)).fetchall()
+        rows = [r for r in rows if _matches(r, f) and (f.key is None or r["key"] == f.key)]
+        return rows, None
+    lo, hi = id_bounds(conn, f)
+    if before is not None:
+        hi = min(hi, before - 1)
+    params = {"lo": lo, "hi": hi, "limit": limit + 1, "state": f.state, "error": f.error}
+    rows = conn.execute(q(page_query(f)), params).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1]["id"] if more else None)
+
+
+def _matches(row: sqlite3.Row, f: TaskFilter) -> bool:
+    return ((f.state is None or row["state"] == f.state) and (f.error is None or row["error"] == f.error)
+            and (f.since is None or row["enqueued_at"] >= f.since)
+            and (f.until is None or row["enqueued_at"] <= f.until))
+
+
+def id_bounds(conn: sqlite3.Connection, f: TaskFilter) -> tuple[int, int]:
+    lo, hi = 0, BIG
+    if f.since is not None:
+        row = conn.execute(q("first_id_enqueued_since"), (f.since,)).fetchone()
+        lo = row[0] if row else BIG
+    if f.until is not None:
+        row = conn.execute(q("last_id_enqueued_until"), (f.until,)).fetchone()
+        hi = row[0] if row else -1
+    return lo, hi
+
+
+def all_ids(queue: Queue, f: TaskFilter, cap: int = 100_000) -> list[int]:
+    """Every matching id (newest first), page by page, at most `cap` (a bulk action's selection)."""
+    out: list[int] = []
+    before = None
+    while len(out) < cap:
+        rows, before = search(queue, f, before, MAX_LIMIT)
+        out += [r["id"] for r in rows]
+        if before is None:
+            break
+    return out[:cap]
+
+
+def timeline(queue: Queue, task: int, origin: float = 0.0) -> dict[str, Any]:
+    """The task and every event of it, in order (enqueue, leases with epochs, heartbeat-less
+    expiries, retries with backoff, stale calls fenced, operator actions)."""
+    row = queue.conn.execute(q("task_row_by_id"), (task,)).fetchone()
+    if row is None:
+        queue.get(task)  # raises UnknownTask
+    events = queue.history(task)
+    for ev in events:
+        ev["t"] = round(ev["t"] - origin, 3)
+    return {"task": row_doc(row, origin), "events": events}
+
+
+__all__ = ["TaskFilter", "search", "all_ids", "timeline", "row_doc", "page_query", "event_dict"]

@@ -1,0 +1,404 @@
+"""The SQLite lease queue and its state machine.
+
+Every transition writes its event row in the same transaction (gap-free `seq`). Worker calls
+carry (task, epoch) and apply only while `state='IN_PROGRESS' AND epoch=?`; a stale call changes
+nothing but is recorded as `stale_rejected`. The effect row of a task is written in the same
+transaction as DONE, under a UNIQUE idempotency key.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from orchestrator.core.errors import IllegalTransition, KeyConflict, UnknownTask, UsageError
+from orchestrator.core.model import ACTION_EVENTS, OPERATOR_ACTIONS, ErrorClass, State, shorten
+from orchestrator.queue.reads import QueueView
+from orchestrator.queue.sqlfile import q
+from orchestrator.queue.tasks import Enqueued, Lease, Task, canonical_json, task_name
+
+REAP_BATCH = 256
+
+
+class Queue(QueueView):
+    """The queue's writes: every transition, with its event, in one transaction each."""
+
+    # --- events -------------------------------------------------------------------------
+    def _event(self, conn: sqlite3.Connection, event: str, now: float, task: int | None = None,
+               key: str | None = None, state: str | None = None, prev: str | None = None,
+               attempt: int | None = None, epoch: int | None = None, worker: str | None = None,
+               error: str | None = None, actor: str | None = None, notes: str | None = None,
+               data: dict | None = None) -> int:
+        return conn.execute(q("insert_event"), (
+            now, self.clock.wall_of(now), event, task, key, state, prev, attempt, epoch, worker, error, actor,
+            notes, orjson.dumps(data).decode() if data else None,
+        )).lastrowid
+
+    def hold_write_lock(self, wall_seconds: float, on_held: Callable[[], None],
+                        wait: Callable[[float], Any], **fields: Any) -> None:
+        """Take the write lock as a foreign writer would (not through the writers' queue), write
+        a `fault_injected` event inside, call `on_held`, keep the lock `wall_seconds`, commit.
+        The chaos agent's lock hog."""
+
+        def tx(conn: sqlite3.Connection) -> None:
+            self._event(conn, "fault_injected", self.clock.now(), **fields)
+            on_held()
+            wait(wall_seconds)
+
+        self.write.unqueued(tx)
+
+    def record(self, event: str, **fields: Any) -> int:
+        """Write one event that changes no task (worker_started, fault_injected, checkpoint...)."""
+        now = self.clock.now()
+        return self.write(lambda conn: self._event(conn, event, now, **fields))
+
+    # --- enqueue ------------------------------------------------------------------------
+    def enqueue(self, key: str, payload: Any = None, **options: Any) -> Enqueued:
+        return self.enqueue_many([(key, payload)], **options)[0]
+
+    def enqueue_many(
+        self,
+        items: Sequence[tuple[str, Any]],
+        *,
+        budget: float | None = None,
+        due_at: float | None = None,
+        max_attempts: int | None = None,
+        actor: str | None = None,
+        data: dict | None = None,
+        also: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> list[Enqueued]:
+        """Enqueue each (key, payload[, event data]) in one transaction. A known key with the same payload
+        returns the existing task and records `duplicate_enqueue`; with another payload the whole
+        call is refused (`KeyConflict`) and nothing is written. `also` runs in the same
+        transaction (a soak run advances its arrival cursor with it)."""
+        if not items:
+            return []
+        prepared = []
+        for key, payload, *extra in items:
+            if not isinstance(key, str) or not key.strip():
+                raise UsageError("idempotency key must be a non-empty string")
+            payload_budget = payload.get("budget") if isinstance(payload, dict) else None
+            task_budget = payload_budget if budget is None else budget
+            if task_budget is not None and (isinstance(task_budget, bool) or not isinstance(task_budget, (int, float))
+                                            or not task_budget > 0):
+                raise UsageError(f"budget of {key!r} must be a number greater than 0, got {task_budget!r}")
+            prepared.append((key, canonical_json(payload), task_budget,
+                             extra[0] if extra else data))
+        attempts = max_attempts or self.config.retry.max_attempts
+        now = self.clock.now()
+        due = now if due_at is None else due_at
+
+        def tx(conn: sqlite3.Connection) -> list[Enqueued]:
+            out = []
+            for key, body, task_budget, item_data in prepared:
+                row = conn.execute(
+                    q("insert_task"),
+                    {"key": key, "payload": body, "max_attempts": attempts, "due_at": due,
+                     "now": now, "budget": task_budget},
+                ).fetchone()
+                if row is not None:
+                    self._event(conn, "enqueued", now, task=row[0], key=key, state="PENDING",
+                                prev=None, attempt=0, epoch=0, actor=actor, data=item_data)
+                    out.append(Enqueued(row[0], True))
+                    continue
+                existing = conn.execute(q("task_by_key"), (key,)).fetchone()
+                if existing["payload"] != body:
+                    raise KeyConflict(
+                        f"key {key!r} is already {task_name(existing['id'])} with another payload; refused"
+                    )
+                self._event(conn, "duplicate_enqueue", now, task=existing["id"], key=key,
+                            state=existing["state"], prev=existing["state"], attempt=existing["attempt"],
+                            epoch=existing["epoch"], actor=actor, data=item_data)
+                out.append(Enqueued(existing["id"], False))
+            if also is not None:
+                also(conn)
+            return out
+
+        return self.write(tx)
+
+    # --- leasing ------------------------------------------------------------------------
+    def has_due(self) -> bool:
+        """Read-only check that some PENDING task is due (lets idle workers skip the write lock)."""
+        return self.conn.execute(q("any_due"), (self.clock.now(),)).fetchone() is not None
+
+    def lease(self, worker: str, limit: int = 1, ttl: float | None = None) -> list[Lease]:
+        """Hand up to `limit` due PENDING tasks to `worker`, each under a new epoch."""
+        return self.write(lambda conn: self._lease(conn, self.clock.now(), worker, limit, ttl))
+
+    def _lease(self, conn: sqlite3.Connection, now: float, worker: str, limit: int,
+               ttl: float | None) -> list[Lease]:
+        ttl = self.config.lease_ttl if ttl is None else ttl
+        cap = self.config.inflight_cap
+        n = limit
+        if cap is not None:
+            n = min(n, cap - conn.execute(q("count_in_flight")).fetchone()[0])
+            if n <= 0:
+                return []
+        rows = conn.execute(q("lease"), {"worker": worker, "until": now + ttl, "now": now, "limit": n}).fetchall()
+        leases = [Lease(r["id"], r["key"], r["payload"], r["attempt"], r["max_attempts"], r["epoch"],
+                        r["budget"], r["enqueued_at"], bool(conn.execute(q("effect_exists"), (r["key"],)).fetchone()[0]))
+                  for r in rows]
+        leases.sort(key=lambda lease: lease.task)
+        for lease in leases:
+            self._event(conn, "leased", now, task=lease.task, key=lease.key, state="IN_PROGRESS",
+                        prev="PENDING", attempt=lease.attempt, epoch=lease.epoch, worker=worker)
+        return leases
+
+    def _fenced(self, conn: sqlite3.Connection, now: float, call: str, task: int, epoch: int,
+                worker: str | None) -> sqlite3.Row | None:
+        """The task's row when (task, epoch) still holds the lease; else record `stale_rejected`."""
+        row = conn.execute(q("fenced_row"), (task,)).fetchone()
+        if row is None:
+            raise UnknownTask(f"no task {task_name(task)}")
+        if row["state"] == "IN_PROGRESS" and row["epoch"] == epoch:
+            return row
+        self._event(conn, "stale_rejected", now, task=task, key=row["key"], state=row["state"],
+                    prev=row["state"], attempt=row["attempt"], epoch=row["epoch"], worker=worker,
+                    data={"stale_epoch": epoch, "call": call})
+        return None
+
+    def heartbeat(self, task: int, epoch: int, worker: str | None = None, ttl: float | None = None) -> bool:
+        """Extend the lease; False (and a `stale_rejected` event) when the lease is gone."""
+        ttl = self.config.lease_ttl if ttl is None else ttl
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            now = self.clock.now()
+            done = conn.execute(q("heartbeat"), {"id": task, "epoch": epoch, "until": now + ttl, "now": now})
+            if done.rowcount == 1:
+                return True
+            self._fenced(conn, now, "heartbeat", task, epoch, worker)
+            return False
+
+        return self.write(tx)
+
+    def effect_of(self, key: str) -> sqlite3.Row | None:
+        return self.conn.execute(q("effect_by_key"), (key,)).fetchone()
+
+    def complete(self, task: int, epoch: int, worker: str | None = None, result: Any = None,
+                 spend: float | None = None) -> str:
+        """Commit the effect and DONE together. Returns `completed`, `idempotency_skip` (an effect
+        for the key already existed: no second one) or `stale_rejected`."""
+        return self.complete_and_lease(task, epoch, worker, result, limit=0, spend=spend)[0]
+
+    def complete_and_lease(self, task: int, epoch: int, worker: str | None, result: Any = None,
+                           limit: int = 1, ttl: float | None = None,
+                           spend: float | None = None) -> tuple[str, list[Lease]]:
+        """`complete`, then lease up to `limit` more tasks for the same worker, in one transaction
+        (half the write transactions per task of a busy worker). `spend` is what the handler
+        reports it spent: past the task's budget, that is a guardrail exceed that was not blocked,
+        and it is recorded as such."""
+        body = orjson.dumps(result).decode() if result is not None else None
+
+        def tx(conn: sqlite3.Connection) -> tuple[str, list[Lease]]:
+            now = self.clock.now()
+            outcome = self._complete(conn, now, task, epoch, worker, body, spend)
+            return outcome, (self._lease(conn, now, worker, limit, ttl) if limit and worker else [])
+
+        return self.write(tx)
+
+    def complete_many(self, done: Sequence[tuple[int, int, Any]], worker: str | None = None) -> list[str]:
+        """`complete` for several leases in one transaction (a batch acknowledgement): one outcome
+        per (task, epoch, result), in order. Each is fenced on its own (a stale one is rejected and
+        recorded, the others complete); an unknown task refuses the whole batch, writing nothing.
+        The effects of a batch commit together, so a caller that holds finished work back for a
+        batch also risks running all of it again after a crash (the idempotency keys keep the
+        effects single). `orch worker` completes each task as it finishes."""
+        if not done:
+            return []
+        bodies = [orjson.dumps(result).decode() if result is not None else None for _task, _epoch, result in done]
+
+        def tx(conn: sqlite3.Connection) -> list[str]:
+            now = self.clock.now()
+            return [self._complete(conn, now, task, epoch, worker, body)
+                    for (task, epoch, _result), body in zip(done, bodies)]
+
+        return self.write(tx)
+
+    def _complete(self, conn: sqlite3.Connection, now: float, task: int, epoch: int, worker: str | None,
+                  body: str | None, spend: float | None = None) -> str:
+        # The guard is the UPDATE's WHERE: it applies only while (IN_PROGRESS, epoch) holds.
+        row = conn.execute(q("finish_returning" if self.config.fencing else "finish_unfenced_returning"),
+                           {"state": "DONE", "now": now, "error": None, "detail": None,
+                            "id": task, "epoch": epoch}).fetchone()
+        if row is None:
+            self._fenced(conn, now, "complete", task, epoch, worker)
+            return "stale_rejected"
+        if spend is not None and row["budget"] is not None and spend > row["budget"]:
+            self._event(conn, "guardrail_exceeded", now, task=task, key=row["key"], state="IN_PROGRESS",
+                        prev="IN_PROGRESS", attempt=row["attempt"], epoch=epoch, worker=worker,
+                        error=ErrorClass.GUARDRAIL.value,
+                        data={"spend": spend, "budget": row["budget"], "blocked": False})
+        inserted = conn.execute(
+            q("insert_effect"),
+            {"key": row["key"], "task": task, "epoch": epoch, "worker": worker, "t": now, "result": body},
+        ).rowcount
+        event = "completed" if inserted == 1 else "idempotency_skip"
+        self._event(conn, event, now, task=task, key=row["key"], state="DONE", prev="IN_PROGRESS",
+                    attempt=row["attempt"], epoch=epoch, worker=worker)
+        return event
+
+    def _fault(self, conn: sqlite3.Connection, now: float, fault: str | None, row: sqlite3.Row,
+               worker: str | None) -> None:
+        """Record a planned fault that a handler raised, in the transaction that reports it."""
+        if fault:
+            self._event(conn, "fault_injected", now, task=row["id"], key=row["key"], state=row["state"],
+                        prev=row["state"], attempt=row["attempt"], epoch=row["epoch"], worker=worker,
+                        data={"kind": fault, "target": task_name(row["id"])})
+
+    def fail(self, task: int, epoch: int, worker: str | None, error: ErrorClass | str, detail: str = "",
+             fault: str | None = None) -> str:
+        """Report a failed attempt: `retry_scheduled` (back to PENDING after a backoff),
+        `failed`, or `stale_rejected`."""
+        error = ErrorClass(error)
+        detail = shorten(detail) if detail else None
+
+        def tx(conn: sqlite3.Connection) -> str:
+            now = self.clock.now()
+            row = self._fenced(conn, now, "fail", task, epoch, worker)
+            if row is None:
+                return "stale_rejected"
+            self._fault(conn, now, fault, row, worker)
+            backoff = self.config.retry.decide(error, row["attempt"], row["unknown_seen"], self.rng,
+                                               max_attempts=row["max_attempts"])
+            common = {"task": task, "key": row["key"], "prev": "IN_PROGRESS", "attempt": row["attempt"],
+                      "epoch": epoch, "worker": worker, "error": error.value}
+            if backoff is None:
+                conn.execute(q("finish"), {"state": "FAILED", "now": now, "error": error.value,
+                                           "detail": detail, "id": task, "epoch": epoch})
+                self._event(conn, "failed", now, state="FAILED", data={"detail": detail}, **common)
+                return "failed"
+            conn.execute(q("reschedule"), {"now": now, "due_at": now + backoff, "error": error.value,
+                                           "detail": detail, "unknown": int(error is ErrorClass.UNKNOWN),
+                                           "refund": 0, "id": task, "epoch": epoch})
+            self._event(conn, "retry_scheduled", now, state="PENDING",
+                        data={"backoff": round(backoff, 3), "detail": detail}, **common)
+            return "retry_scheduled"
+
+        return self.write(tx)
+
+    def block(self, task: int, epoch: int, worker: str | None, spend: float, budget: float | None,
+              fault: str | None = None) -> str:
+        """Guardrail hard exceed: record `guardrail_exceeded` and move the task to BLOCKED."""
+
+        def tx(conn: sqlite3.Connection) -> str:
+            now = self.clock.now()
+            row = self._fenced(conn, now, "block", task, epoch, worker)
+            if row is None:
+                return "stale_rejected"
+            self._fault(conn, now, fault, row, worker)
+            common = {"task": task, "key": row["key"], "attempt": row["attempt"], "epoch": epoch,
+                      "worker": worker, "error": ErrorClass.GUARDRAIL.value}
+            figures = {"spend": spend, "budget": budget}
+            self._event(conn, "guardrail_exceeded", now, state="IN_PROGRESS", prev="IN_PROGRESS",
+                        data={**figures, "blocked": True}, **common)
+            conn.execute(q("finish"), {"state": "BLOCKED", "now": now, "error": ErrorClass.GUARDRAIL.value,
+                                       "detail": f"spend {spend:g} > budget {budget}", "id": task,
+                                       "epoch": epoch})
+            self._event(conn, "blocked", now, state="BLOCKED", prev="IN_PROGRESS", data=figures, **common)
+            return "blocked"
+
+        return self.write(tx)
+
+    def release(self, task: int, epoch: int, worker: str | None) -> str:
+        """Give a lease back unrun (worker shutting down): PENDING at once, attempt not counted."""
+
+        def tx(conn: sqlite3.Connection) -> str:
+            now = self.clock.now()
+            row = self._fenced(conn, now, "release", task, epoch, worker)
+            if row is None:
+                return "stale_rejected"
+            conn.execute(q("reschedule"), {"now": now, "due_at": now, "error": None, "detail": None,
+                                           "unknown": 0, "refund": 1, "id": task, "epoch": epoch})
+            self._event(conn, "released", now, task=task, key=row["key"], state="PENDING",
+                        prev="IN_PROGRESS", attempt=row["attempt"] - 1, epoch=epoch, worker=worker)
+            return "released"
+
+        return self.write(tx)
+
+    def reap(self) -> list[tuple[int, str]]:
+        """Return expired leases to PENDING (the attempt counts) or to FAILED (`lease_timeout`)
+        when the attempts are spent. Returns (task, new state) pairs. Looks before it writes: a
+        reaper that finds nothing expired (nearly every tick) does not take the write lock."""
+        if not self.conn.execute(q("count_expired"), (self.clock.now(),)).fetchone()[0]:
+            return []
+
+        def tx(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+            now = self.clock.now()
+            out = []
+            for row in conn.execute(q("expired_leases"), (now, REAP_BATCH)).fetchall():
+                spent = row["attempt"] >= row["max_attempts"]
+                state = "FAILED" if spent else "PENDING"
+                params = {"now": now, "error": ErrorClass.LEASE_TIMEOUT.value, "detail": None,
+                          "id": row["id"], "epoch": row["epoch"]}
+                if spent:
+                    conn.execute(q("finish"), {"state": "FAILED", **params})
+                else:
+                    conn.execute(q("reschedule"), {"due_at": now, "unknown": 0, "refund": 0, **params})
+                self._event(conn, "lease_expired", now, task=row["id"], key=row["key"], state=state,
+                            prev="IN_PROGRESS", attempt=row["attempt"], epoch=row["epoch"],
+                            worker=row["worker"], error=ErrorClass.LEASE_TIMEOUT.value,
+                            data={"lease_until": row["lease_until"]})
+                out.append((row["id"], state))
+            return out
+
+        return self.write(tx)
+
+    # --- operator actions ---------------------------------------------------------------
+    def operate(self, action: str, task: int, *, actor: str, notes: str | None = None,
+                budget: float | None = None) -> Task:
+        """cancel | replan | retry | done | fail through the guarded state machine."""
+        return self.write(lambda conn: self._operate(conn, self.clock.now(), action, task, actor, notes, budget))
+
+    def _operate(self, conn: sqlite3.Connection, now: float, action: str, task: int, actor: str,
+                 notes: str | None, budget: float | None) -> Task:
+        allowed, target = OPERATOR_ACTIONS[action]
+        row = conn.execute(q("task_by_id"), (task,)).fetchone()
+        if row is None:
+            raise UnknownTask(f"no task {task_name(task)}")
+        current = State(row["state"])
+        if current not in allowed:
+            names = ", ".join(s.value for s in State if s in allowed)
+            raise IllegalTransition(
+                f"{task_name(task)} is {current.value}; {action} is allowed from {names}"
+            )
+        new_state = target or current
+        if action == "replan" and current is State.BLOCKED:
+            new_state = State.PENDING
+        fresh = new_state is State.PENDING
+        update = {
+            "id": task, "now": now, "state": new_state.value,
+            "due_at": now if fresh else row["due_at"],
+            "attempt": 0 if fresh else row["attempt"],
+            "unknown_seen": 0 if fresh else row["unknown_seen"],
+            "budget": budget if budget is not None else row["budget"],
+            "plan": notes if action == "replan" else row["plan"],
+            "error": None if fresh else row["error"],
+            "detail": None if fresh else row["detail"],
+        }
+        if action == "fail":
+            update.update(error=ErrorClass.OPERATOR.value, detail=shorten(notes or ""))
+        conn.execute(q("operator_update"), update)
+        data = {"budget": budget} if budget is not None else None
+        if action == "fail":
+            data = {**(data or {}), "detail": notes}
+        self._event(conn, ACTION_EVENTS[action], now, task=task, key=row["key"], state=new_state.value,
+                    prev=current.value, attempt=update["attempt"], epoch=row["epoch"],
+                    worker=row["worker"], error=update["error"] if action == "fail" else None,
+                    actor=actor, notes=notes, data=data)
+        return Task.from_row(conn.execute(q("task_by_id"), (task,)).fetchone())
+
+    def select_ids(self, state: State, error: str | None = None) -> list[int]:
+        return [r[0] for r in self.conn.execute(q("ids_by_state_error"), {"state": state.value, "error": error})]
+
+    def operate_many(self, action: str, tasks: Iterable[int], *, actor: str, notes: str | None = None) -> list[Task]:
+        """Apply one action to many tasks in one transaction: all or nothing."""
+        ids = list(tasks)
+
+        def tx(conn: sqlite3.Connection) -> list[Task]:
+            now = self.clock.now()
+            return [self._operate(conn, now, action, t, actor, notes, None) for t in ids]
+
+        return self.write(tx)

@@ -1,0 +1,400 @@
+"""The soak supervisor: runs one soak from its record in the database.
+
+APScheduler jobs (on the soak clock) enqueue the arrivals that are due, reap expired leases,
+play the scripted on-call, write 6-hourly checkpoints, inject worker crashes and stalls, watch
+the processes, and evaluate the abort rules from the JSONL log. The main thread shows progress
+and winds the run down on the end, an abort, or a stop signal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from orchestrator.core.errors import DbLockError, IllegalTransition, LogError
+from orchestrator.core.heap import keep_freed_memory
+from orchestrator.core.home import Home
+from orchestrator.core.model import QueueConfig
+from orchestrator.core.profiles import Profile
+from orchestrator.faults.client import ask
+from orchestrator.judge.report import write_incident, write_summary
+from orchestrator.judge.sli import Aggregator, LogTail, log_abort
+from orchestrator.queue.runs import Run, RunStore
+from orchestrator.queue.tasks import task_name
+from orchestrator.queue.writes import Queue
+from orchestrator.soak import arrivals
+from orchestrator.soak.arrivals import Plan
+from orchestrator.soak.pool import Pool, PoolConfig
+from orchestrator.soak.progress import Progress
+from orchestrator.soak.shipper import Shipper, header_line, link_latest, write_header
+
+TTL_WALL_FLOOR = 0.05  # wall seconds: a lease must outlive a WAL checkpoint stall (10-30 ms)
+EXIT_CODES = {"PASS": 0, "FAIL": 1, "STOPPED": 1, "ABORTED": 3}
+
+
+def effective_ttl(profile: Profile, speed: float) -> float:
+    """The lease TTL in soak seconds, floored in wall time at high speeds (see docs/soak.md)."""
+    return max(profile.lease_ttl, TTL_WALL_FLOOR * speed)
+
+
+@dataclass(frozen=True)
+class SoakOptions:
+    workers: int
+    handler: str = "orchestrator.handlers:synthetic"
+    batch: int = 1
+    live: bool = False  # rich live view (a terminal) instead of plain lines
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run_id: str
+    verdict: str
+    exit_code: int
+    summary: Path | None
+    incident: Path | None
+
+
+class Supervisor:
+    def __init__(self, home: Home, run: Run, profile: Profile, plan: Plan, options: SoakOptions,
+                 manifest: dict | None = None):
+        keep_freed_memory()
+        self.home = home
+        self.manifest = manifest if manifest is not None else arrivals.manifest(profile, plan, run.seed)
+        self.run_rec = run
+        self.profile = profile
+        self.plan = plan
+        self.options = options
+        self.clock = run.clock
+        self.ttl = effective_ttl(profile, run.speed)
+        self.config = QueueConfig(retry=profile.retry.policy(), lease_ttl=self.ttl,
+                                  inflight_cap=profile.inflight_cap or None)
+        self.local = threading.local()
+        self.queue = self._queue()
+        self.store = RunStore(self.queue)
+        self.folder = home.runtime / run.id
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.pool = Pool(PoolConfig(
+            home=home.root, run_id=run.id, workers=options.workers, handler=options.handler, ttl=self.ttl,
+            poll=0.5, batch=options.batch, inflight_cap=profile.inflight_cap or None,
+            lock_socket=self.folder / "agent.sock", folder=self.folder,
+        ))
+        self.cursor = run.next_arrival
+        self.dup_cursor = run.next_dup
+        self.stopping = threading.Event()
+        self.stop_reason = ""
+        self.lock_failures = 0
+        self.aborts: list = []
+        self.unrecorded: list = []
+        self.agg_lock = threading.Lock()
+        self.tail = LogTail(Path(run.log_path))
+        self.agg: Aggregator | None = None
+        self.faults = profile.faults
+        self.next_crash = self.faults.worker_crash_every / 2
+        self.next_stall = self.faults.worker_stall_every / 2
+
+    # --- plumbing -----------------------------------------------------------------------
+    def _queue(self) -> Queue:
+        """One connection per thread (APScheduler's executors and the main thread)."""
+        queue = getattr(self.local, "queue", None)
+        if queue is None:
+            queue = self.local.queue = Queue(self.home.db, self.clock, self.config)
+        return queue
+
+    def now_t(self) -> float:
+        return self.clock.now() - self.run_rec.started_soak
+
+    def snapshot(self) -> dict[str, Any]:
+        """The figures the progress view shows."""
+        counts = self._queue().counts()
+        with self.agg_lock:
+            head = self.agg.headline() if self.agg is not None else {}
+        return {
+            "soak_t": self.now_t(),
+            "duration": self.profile.duration,
+            "arrivals": self.cursor,
+            "planned": len(self.plan),
+            "counts": counts,
+            "success": head.get("success"),
+            "p95": head.get("p95"),
+            "faults": head.get("faults", 0),
+            "aborts": [a.name for a in self.aborts],
+        }
+
+    def _every(self, soak_seconds: float, wall_floor: float) -> float:
+        return max(self.clock.to_wall(soak_seconds), wall_floor)
+
+    # --- jobs ---------------------------------------------------------------------------
+    def job_arrivals(self) -> None:
+        now_t = self.now_t()
+        plan, run_id = self.plan, self.run_rec.id
+        end = int(plan.times.searchsorted(now_t, side="right"))
+        dup_end = int(plan.dup_times.searchsorted(now_t, side="right"))
+        if end == self.cursor and dup_end == self.dup_cursor:
+            return
+        items = [(arrivals.arrival_key(run_id, i), arrivals.payload(self.profile, plan, i), {"arrival": i})
+                 for i in range(self.cursor, end)]
+        dups = [int(plan.dup_of[m]) for m in range(self.dup_cursor, dup_end)]
+        dups = [i for i in dups if i < end]
+        concurrent = [int(plan.dup_of[m]) for m in range(self.dup_cursor, dup_end) if plan.dup_concurrent[m]]
+        items += [(arrivals.arrival_key(run_id, i), arrivals.payload(self.profile, plan, i),
+                   {"arrival": i, "duplicate": True}) for i in dups]
+        racers = [threading.Thread(target=self._agent_enqueue, args=(i,), daemon=True)
+                  for i in concurrent if i < end]
+        for racer in racers:
+            racer.start()
+        queue = self._queue()
+        results = queue.enqueue_many(items, also=self.store.cursor_update(run_id, end, dup_end))
+        for racer in racers:
+            racer.join(self._every(60, 2.0))
+        for i, result in zip(dups, results[len(results) - len(dups):]):
+            queue.record("fault_injected", task=result.task, key=arrivals.arrival_key(run_id, i),
+                         data={"kind": "duplicate_enqueue", "target": task_name(result.task),
+                               "concurrent": i in concurrent})
+        self.cursor, self.dup_cursor = end, dup_end
+
+    def _agent_enqueue(self, i: int) -> None:
+        doc = {"key": arrivals.arrival_key(self.run_rec.id, i),
+               "payload": arrivals.payload(self.profile, self.plan, i),
+               "data": {"arrival": i, "duplicate": True, "from": "agent"}}
+        ask(self.pool.config.lock_socket, "enqueue " + orjson.dumps(doc).decode(), self._every(60, 2.0))
+
+    def job_reap(self) -> None:
+        self._queue().reap()
+
+    def job_oncall(self) -> None:
+        oncall = self.profile.oncall
+        if not oncall.replan_after:
+            return
+        queue = self._queue()
+        for row in queue.blocked_since(self.clock.now() - oncall.replan_after):
+            budget = (row["budget"] or 1.0) * oncall.budget_factor
+            try:
+                queue.operate("replan", row["id"], actor="oncall-sim", budget=budget,
+                              notes=f"scripted on-call: guardrail block reviewed, budget raised to {budget:g}")
+            except IllegalTransition:
+                continue  # an operator acted first
+
+    def job_checkpoint(self) -> None:
+        queue = self._queue()
+        status = queue.status(recent=0)
+        queue.record("checkpoint", data={
+            "hour": round(self.now_t() / 3600, 2), "counts": status["counts"], "errors": status["errors"],
+            "in_flight": sum(w["tasks"] for w in status["in_flight"]),
+            "oldest_pending_age": status["oldest_pending_age"], "expired_leases": status["expired_leases"],
+            "lock_retries": queue.write.lock_retries,
+        })
+
+    def job_chaos(self) -> None:
+        now_t = self.now_t()
+        if self.faults.worker_crash_every and now_t >= self.next_crash and self._hit("worker_crash", signal.SIGKILL):
+            self.next_crash += self.faults.worker_crash_every
+        if self.faults.worker_stall_every and now_t >= self.next_stall and self._hit("worker_stall", signal.SIGSTOP):
+            self.next_stall += self.faults.worker_stall_every
+
+    def _hit(self, kind: str, sig: signal.Signals) -> bool:
+        """Signal a worker that holds a lease right now (mid-task); False when none does."""
+        queue = self._queue()
+        for row in queue.busiest_workers():
+            proc = self.pool.by_name(row["worker"])
+            if proc is None or proc.pid in self.pool.stopped or proc.popen.poll() is not None:
+                continue
+            queue.record("fault_injected", worker=proc.name, data={"kind": kind, "target": proc.pid})
+            self.pool.signal(proc, sig)
+            if sig == signal.SIGSTOP:
+                # SIGCONT from a timer, not from a job: the stopped worker may hold the write lock
+                # that every job is waiting for.
+                wake = threading.Timer(self.clock.to_wall(self.faults.stall_factor * self.ttl),
+                                       self.pool.signal, args=(proc, signal.SIGCONT))
+                wake.daemon = True
+                wake.start()
+            return True
+        return False
+
+    def job_watch(self) -> None:
+        if self.stopping.is_set():
+            return
+        for proc, code in self.pool.dead():
+            new = self.pool.respawn(proc)
+            self._queue().record("worker_restarted", worker=proc.name, data={
+                "role": proc.role, "pid": new.pid, "old_pid": proc.pid, "returncode": code})
+
+    def job_evaluate(self) -> None:
+        now_t = self.now_t()
+        try:
+            events = self.tail.read()
+        except LogError as exc:
+            self._abort([log_abort(str(exc), now_t)])
+            return
+        with self.agg_lock:
+            try:
+                self._feed(events)
+            except LogError as exc:  # a line that breaks the contract: the log cannot be trusted
+                self._abort([log_abort(str(exc), now_t)])
+                return
+            if self.agg is None:
+                return
+            cursor = self.cursor
+            due = float(self.plan.times[cursor]) if cursor < len(self.plan) else None
+            found = self.agg.check(now_t, self._queue().last_seq(),
+                                   arrivals_due=due if due is not None and due <= now_t else None)
+        if found:
+            self._abort(found)
+
+    def _abort(self, found: list) -> None:
+        self.aborts.extend(found)
+        self.unrecorded.extend(found)
+        self.stop_reason = "abort"
+        self.stopping.set()
+        self._record_aborts()
+
+    def _record_aborts(self) -> None:
+        """Write the `abort` events not written yet (a locked database may defer them to the
+        wind-down, where this is called again)."""
+        queue = self._queue()
+        while self.unrecorded:
+            abort = self.unrecorded[0]
+            queue.record("abort", data={"rule": abort.rule, "name": abort.name, "figures": abort.figures,
+                                        "evidence": list(abort.evidence), "tripped_t": abort.t})
+            self.unrecorded.pop(0)
+
+    # --- the run ------------------------------------------------------------------------
+    def _guarded(self, job):
+        """A job that meets a database locked past the bound skips this tick (counted); the next
+        tick does its work. Anything else is a bug and propagates (APScheduler logs it)."""
+        def run() -> None:
+            try:
+                job()
+            except DbLockError:
+                self.lock_failures += 1
+        run.__name__ = job.__name__
+        return run
+
+    def scheduler(self) -> BackgroundScheduler:
+        # A tick that finds the previous one still running is skipped on purpose (the next tick
+        # enqueues everything due): not worth a warning line each time.
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        sched = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(1), "eval": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        every = self._every
+        sched.add_job(self._guarded(self.job_arrivals), "interval", seconds=every(1.0, 0.004), id="arrivals")
+        sched.add_job(self._guarded(self.job_reap), "interval", seconds=every(self.ttl / 4, 0.005), id="reaper")
+        sched.add_job(self._guarded(self.job_oncall), "interval", seconds=every(60.0, 0.01), id="oncall")
+        sched.add_job(self._guarded(self.job_checkpoint), "interval", seconds=every(self.profile.checkpoint_every, 0.05),
+                      id="checkpoint")
+        sched.add_job(self._guarded(self.job_chaos), "interval", seconds=every(5.0, 0.02), id="chaos")
+        sched.add_job(self._guarded(self.job_watch), "interval", seconds=0.05, id="watch")
+        sched.add_job(self._guarded(self.job_evaluate), "interval", seconds=every(60.0, 0.02), id="evaluate", executor="eval")
+        return sched
+
+    def drained(self) -> bool:
+        if self.cursor < len(self.plan) or self.now_t() < self.profile.duration:
+            return False
+        queue = self._queue()
+        if queue.count_open() > 0:
+            return False
+        return not (self.profile.oncall.replan_after and queue.status(recent=0)["counts"]["BLOCKED"])
+
+    def drain_limit(self) -> float:
+        retry = self.profile.retry
+        return (self.profile.duration + sum(retry.backoff) * 1.5 + self.profile.oncall.replan_after
+                + 20 * self.ttl + 600)
+
+    def install_signals(self) -> None:
+        def on_signal(signum, _frame):
+            self.stop_reason = self.stop_reason or f"signal {signal.Signals(signum).name}"
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def start_clock(self) -> None:
+        """A new run: once the pool is ready, write the log's first line and start the soak
+        clock (t = 0), so no arrival waits for a worker that is still starting."""
+        late = self.pool.wait_ready()
+        if late:
+            print(f"warning: not ready after 60 s: {', '.join(late)}", file=sys.stderr, flush=True)
+        origin = time.time()
+        path = Path(self.run_rec.log_path)
+        provisional = dataclasses.replace(self.run_rec, origin=origin, started_wall=origin, started_soak=origin)
+        write_header(path, header_line(provisional, self.manifest, self.options.workers))
+        link_latest(path, self.profile.name)
+        self.run_rec = self.store.go(self.run_rec.id, origin)
+        self.clock = self.run_rec.clock
+        self._queue().use_clock(self.clock)
+
+    def run(self) -> Outcome:
+        self.store.set_supervisor(self.run_rec.id, os.getpid())
+        self.pool.start()
+        if self.run_rec.status == "starting":
+            self.start_clock()
+        sched = self.scheduler()
+        sched.start()
+        progress = Progress(self.snapshot, self.now_t, live=self.options.live)
+        try:
+            with progress:
+                while not self.stopping.wait(0.05):
+                    progress.tick()
+                    if self.drained():
+                        self.stop_reason = "finished"
+                        break
+                    if self.now_t() > self.drain_limit():
+                        self.stop_reason = "drain limit"
+                        break
+        finally:
+            sched.shutdown(wait=True)
+            self.pool.stop(("worker", "agent"))
+        return self.wind_down()
+
+    def wind_down(self) -> Outcome:
+        queue = self._queue()
+        self.pool.stop(("shipper",))
+        self._record_aborts()
+        reason = self.stop_reason
+        if reason not in ("finished", "abort", "drain limit"):
+            queue.record("run_stopped", data={"reason": reason or "stopped"})
+        self._ship_rest()
+        with self.agg_lock:
+            verdict = self.agg.verdict(aborted=bool(self.aborts)) if self.agg else "STOPPED"
+        if reason not in ("finished", "abort", "drain limit"):
+            verdict = "STOPPED" if verdict != "ABORTED" else verdict
+        queue.record("run_finished", data={"verdict": verdict, "reason": reason})
+        status = {"ABORTED": "aborted", "STOPPED": "stopped"}.get(verdict, "finished")
+        self.store.end(self.run_rec.id, status, verdict)
+        self._ship_rest()
+        incident = None
+        if self.aborts:
+            incident = write_incident(self.aborts[0], self.agg, self.home.soak_reports)
+        summary = write_summary(self.agg, self.home.soak_reports, log_path=Path(self.run_rec.log_path),
+                                incidents=[incident] if incident else [])
+        return Outcome(self.run_rec.id, verdict, EXIT_CODES.get(verdict, 1), summary, incident)
+
+    def _ship_rest(self) -> None:
+        """Ship what the shipper process left, in this process, then feed the aggregator."""
+        shipper = Shipper(self._queue(), self.store.get(self.run_rec.id))
+        with open(self.run_rec.log_path, "ab") as fh:
+            while shipper.ship_once(fh):
+                pass
+        events = self.tail.read()
+        with self.agg_lock:
+            self._feed(events)
+
+    def _feed(self, events: list[dict]) -> None:
+        for event in events:
+            if self.agg is None:
+                self.agg = Aggregator(event)
+            else:
+                self.agg.feed(event)

@@ -1,0 +1,233 @@
+"""A worker process: lease -> run the handler -> complete / fail / block, with heartbeats.
+
+Signal handlers only set a flag; the loop notices, finishes (or releases) its tasks and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.core.clock import Clock
+from orchestrator.core.errors import DbLockError, OrchestratorError
+from orchestrator.core.heap import keep_freed_memory
+from orchestrator.core.model import GuardrailExceeded, QueueConfig, classify, describe
+from orchestrator.faults.client import lock_requester
+from orchestrator.handlers.context import LeaseLost, Stopping, TaskContext, load_handler, payload_of
+from orchestrator.queue.sqlfile import q
+from orchestrator.queue.tasks import Lease
+from orchestrator.queue.writes import Queue
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    name: str
+    handler: str = "orchestrator.handlers:synthetic"
+    batch: int = 1
+    poll: float = 0.5  # soak seconds between looks when idle
+    poll_wall_floor: float = 0.001
+    reap_every: float | None = None  # soak seconds; None: someone else reaps
+    idle_exit: float | None = None  # exit after this many idle soak seconds (demos, tests)
+    max_tasks: int | None = None
+    lock_socket: str | None = None  # the chaos agent's socket (db_lock faults)
+
+
+class Heartbeats(threading.Thread):
+    """Extends every lease the worker holds (the running task and any leased in a batch) once
+    it is ttl/3 old; a refused heartbeat sets that lease's `lost` event."""
+
+    def __init__(self, queue: Queue, worker: str, stop: threading.Event):
+        super().__init__(name="heartbeats", daemon=True)
+        self.queue = queue
+        self.worker = worker
+        self.stop = stop
+        self.lock = threading.Lock()
+        self.held: dict[int, tuple[Lease, threading.Event, float]] = {}
+        self.period = max(queue.clock.to_wall(queue.config.lease_ttl / 3), 0.001)
+
+    def hold(self, lease: Lease, lost: threading.Event) -> None:
+        """Start beating for `lease` (leased just now)."""
+        with self.lock:
+            self.held[lease.task] = (lease, lost, self.queue.clock.now())
+
+    def drop(self, lease: Lease) -> None:
+        with self.lock:
+            self.held.pop(lease.task, None)
+
+    def run(self) -> None:
+        third = self.queue.config.lease_ttl / 3
+        while not self.stop.wait(self.period):
+            with self.lock:
+                due = [v for v in self.held.values() if self.queue.clock.now() - v[2] >= third]
+            for lease, lost, _ in due:
+                try:
+                    alive = self.queue.heartbeat(lease.task, lease.epoch, self.worker)
+                except OrchestratorError:
+                    continue  # a locked database: try again next period; the lease may expire
+                with self.lock:
+                    if lease.task in self.held:
+                        self.held[lease.task] = (lease, lost, self.queue.clock.now())
+                if not alive:
+                    lost.set()
+
+
+class Worker:
+    def __init__(self, queue: Queue, config: WorkerConfig, handler: Callable[[TaskContext], Any] | None = None,
+                 heartbeat_queue: Queue | None = None):
+        self.queue = queue
+        self.config = config
+        self.handler = handler or load_handler(config.handler)
+        self.stopping = threading.Event()
+        self.finished = threading.Event()
+        self.heartbeats = Heartbeats(heartbeat_queue or queue, config.name, self.finished)
+        self.done = 0
+        self.lock_failures = 0
+        self.lost: dict[int, threading.Event] = {}  # per held lease: set when it was revoked
+
+    def install_signals(self) -> None:
+        def on_signal(signum, _frame):
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def _record(self, event: str, **data: Any) -> None:
+        """A worker's own event; a database locked past the bound does not stop the worker."""
+        try:
+            self.queue.record(event, worker=self.config.name, data={"pid": os.getpid(), **data})
+        except DbLockError:
+            self.lock_failures += 1
+
+    def _held(self, leases: list[Lease]) -> list[Lease]:
+        """Start heartbeats for leases just taken (batched ones wait their turn under them)."""
+        for lease in leases:
+            self.lost[lease.task] = lost = threading.Event()
+            self.heartbeats.hold(lease, lost)
+        return leases
+
+    def _let_go(self, lease: Lease) -> None:
+        self.heartbeats.drop(lease)
+        self.lost.pop(lease.task, None)
+
+    def run(self) -> int:
+        cfg, queue, clock = self.config, self.queue, self.queue.clock
+        self._record("worker_started", handler=cfg.handler)
+        self.heartbeats.start()
+        idle_since = clock.now()
+        last_reap = float("-inf")
+        pause = max(clock.to_wall(cfg.poll), cfg.poll_wall_floor)
+        reason = "stopped"
+        leases: list[Lease] = []
+        try:
+            while not self.stopping.is_set():
+                now = clock.now()
+                if cfg.reap_every is not None and now - last_reap >= cfg.reap_every:
+                    last_reap = now
+                    try:
+                        queue.reap()
+                    except DbLockError:
+                        self.lock_failures += 1
+                if not leases:
+                    leases = self._lease() if queue.has_due() else []
+                if not leases:
+                    if cfg.idle_exit is not None and clock.now() - idle_since >= cfg.idle_exit:
+                        reason = "idle"
+                        break
+                    self.stopping.wait(pause)
+                    continue
+                lease = leases.pop(0)
+                more = not leases and (cfg.max_tasks is None or self.done + 1 < cfg.max_tasks)
+                try:
+                    leases.extend(self._run_one(lease, cfg.batch if more else 0))
+                except DbLockError as exc:
+                    # The report could not get the write lock within the bound: the lease will
+                    # expire and the reaper returns the task; the worker itself goes on.
+                    self.lock_failures += 1
+                    print(f"{cfg.name}: {lease.name}: report not written: {exc}", file=sys.stderr, flush=True)
+                idle_since = clock.now()
+                if cfg.max_tasks is not None and self.done >= cfg.max_tasks:
+                    reason = "max_tasks"
+                    break
+            for rest in leases:
+                self._let_go(rest)
+                try:
+                    queue.release(rest.task, rest.epoch, cfg.name)
+                except DbLockError:
+                    self.lock_failures += 1  # not released: its lease expires and the reaper returns it
+        finally:
+            self.finished.set()
+            self._record("worker_exited", reason=reason, tasks=self.done)
+        return 0
+
+    def _lease(self) -> list[Lease]:
+        try:
+            return self._held(self.queue.lease(self.config.name, self.config.batch))
+        except DbLockError:
+            return []
+
+    def _context(self, lease: Lease) -> TaskContext:
+        return TaskContext(
+            task=lease.name, key=lease.key, payload=payload_of(lease.payload), attempt=lease.attempt,
+            epoch=lease.epoch, budget=lease.budget, clock=self.queue.clock, lost=self.lost[lease.task],
+            probe_write=self._probe_write,
+            request_lock=None if self.config.lock_socket is None else
+            lock_requester(Path(self.config.lock_socket), self.queue.clock, lease.name),
+        )
+
+    def _probe_write(self) -> None:
+        """One write with SQLite's busy timeout only, no retries (how db_lock faults surface)."""
+        self.queue.write.try_once(lambda conn: conn.execute(q("last_seq")).fetchone())
+
+    def _run_one(self, lease: Lease, more: int) -> list[Lease]:
+        """Run one leased task and report it; a success also leases up to `more` next tasks in
+        the same transaction. Returns those leases."""
+        try:
+            return self._held(self._run_and_report(lease, more))
+        finally:
+            self._let_go(lease)
+
+    def _run_and_report(self, lease: Lease, more: int) -> list[Lease]:
+        queue, name = self.queue, self.config.name
+        self.done += 1
+        if self.lost[lease.task].is_set():
+            return []  # revoked while it waited in a batch (its refused heartbeat is recorded)
+        if lease.has_effect:  # second line of defence: the effect exists, do not run the handler
+            return queue.complete_and_lease(lease.task, lease.epoch, name, limit=more)[1]
+        ctx = self._context(lease)
+        try:
+            result = self.handler(ctx)
+        except LeaseLost:
+            return []  # the refused heartbeat was recorded as stale_rejected; nothing more to say
+        except Stopping:
+            queue.release(lease.task, lease.epoch, name)
+            return []
+        except GuardrailExceeded as exc:
+            queue.block(lease.task, lease.epoch, name, exc.spend, exc.budget, getattr(exc, "injected", None))
+            return []
+        except Exception as exc:  # every handler failure is classified and reported, never lost
+            queue.fail(lease.task, lease.epoch, name, classify(exc), describe(exc), getattr(exc, "injected", None))
+            return []
+        if self.stopping.is_set():
+            more = 0
+        return queue.complete_and_lease(lease.task, lease.epoch, name, result, limit=more,
+                                        spend=ctx.spent if ctx.budget is not None else None)[1]
+
+
+def run_worker(home_db, clock: Clock, queue_config: QueueConfig, config: WorkerConfig) -> int:
+    """Entry point of `orch worker`: open two connections (work, heartbeats) and loop."""
+    keep_freed_memory()
+    queue = Queue(home_db, clock, queue_config)
+    beats = Queue(home_db, clock, queue_config)
+    worker = Worker(queue, config, heartbeat_queue=beats)
+    worker.install_signals()
+    try:
+        return worker.run()
+    finally:
+        queue.close()
+        beats.close()
