@@ -141,6 +141,12 @@ class Supervisor:
         plan, run_id = self.plan, self.run_rec.id
         end = int(plan.times.searchsorted(now_t, side="right"))
         dup_end = int(plan.dup_times.searchsorted(now_t, side="right"))
+        # A duplicate waits until its arrival was enqueued by an earlier tick: in the same tick the
+        # agent's concurrent copy could win the race and the arrival itself be logged the duplicate.
+        ready = self.dup_cursor
+        while ready < dup_end and int(plan.dup_of[ready]) < self.cursor:
+            ready += 1
+        dup_end = ready
         if end == self.cursor and dup_end == self.dup_cursor:
             return
         items = [(arrivals.arrival_key(run_id, i), arrivals.payload(self.profile, plan, i), {"arrival": i})
