@@ -33,7 +33,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator import profiles  # noqa: E402
+from orchestrator.core import profiles  # noqa: E402
 from orchestrator.core.clock import WALL  # noqa: E402
 from orchestrator.core.model import QueueConfig  # noqa: E402
 from orchestrator.judge.sli import aggregate_file  # noqa: E402
