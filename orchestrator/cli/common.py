@@ -27,14 +27,30 @@ class CommandError(click.ClickException):
         self.exit_code = exit_code
 
 
+def _one_line(exc: click.UsageError) -> CommandError:
+    """click's usage error (usage, hint and message on four lines) as one `Error: ...` line, exit 2."""
+    where = f"; see '{exc.ctx.command_path} --help'" if exc.ctx is not None else ""
+    return CommandError(exc.format_message().rstrip(".") + where, EXIT_USAGE)
+
+
 class Group(click.Group):
-    """A click group that turns package errors into one-line errors with their exit codes."""
+    """The root group of `orch` and `ops`: every error of every command below it, the package's
+    and click's usage errors alike, is one line `Error: ...` with its exit code."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except OrchestratorError as exc:
             raise CommandError(str(exc), exc.exit_code) from None
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
 
 home_option = click.option(

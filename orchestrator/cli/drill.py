@@ -18,9 +18,10 @@ def drill() -> None:
     pass
 
 
-@drill.command("list", help="Name, what each drill causes, what must hold.")
+@drill.command("list", help="Name, what each drill causes, what must hold (the same in every home).")
 @json_option
-def list_(as_json: bool) -> None:
+@home_option
+def list_(as_json: bool, home: str | None) -> None:
     from orchestrator.drills.catalog import all_drills
 
     rows = [{"name": d.name, "causes": d.causes, "must_hold": d.must_hold} for d in all_drills()]

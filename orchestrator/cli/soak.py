@@ -147,8 +147,9 @@ def _require_db(home: str | None) -> None:
         raise Refused("no soak run in this home")
 
 
-@soak.command(help="List the built-in profiles.")
-def profiles():
+@soak.command(help="List the built-in profiles (the same in every home).")
+@home_option
+def profiles(home):
     from orchestrator.core import profiles as p
 
     rows = [[name, f"{pr.duration / 3600:g}h", f"{pr.arrivals.rate:g}/min", str(pr.workers), pr.description]
@@ -163,7 +164,8 @@ def profile():
 
 @profile.command(name="show", help="Print a profile as TOML (saved and passed to --profile, it gives the same run).")
 @click.argument("name")
-def profile_show(name):
+@home_option
+def profile_show(name, home):
     from orchestrator.core import profiles as p
 
     click.echo(p.load(name).to_toml(), nl=False)

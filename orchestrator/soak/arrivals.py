@@ -40,6 +40,10 @@ class Plan:
     def __len__(self) -> int:
         return len(self.times)
 
+    def planned_t(self, i: int) -> float:
+        """When arrival `i` should arrive, soak seconds since the run start (ms resolution, as `t`)."""
+        return round(float(self.times[i]), 3)
+
     def digest(self) -> str:
         """SHA-256 over every array: equal digests mean byte-for-byte equal schedules."""
         h = hashlib.sha256()

@@ -149,14 +149,16 @@ class Supervisor:
         dup_end = ready
         if end == self.cursor and dup_end == self.dup_cursor:
             return
-        items = [(arrivals.arrival_key(run_id, i), arrivals.payload(self.profile, plan, i), {"arrival": i})
-                 for i in range(self.cursor, end)]
+        # every copy of an arrival carries its planned time: latency runs from it (docs/jsonl.md)
+        items = [(arrivals.arrival_key(run_id, i), arrivals.payload(self.profile, plan, i),
+                  {"arrival": i, "planned_t": plan.planned_t(i)}) for i in range(self.cursor, end)]
         dups = [int(plan.dup_of[m]) for m in range(self.dup_cursor, dup_end)]
         dups = [i for i in dups if i < end]
         concurrent = [int(plan.dup_of[m]) for m in range(self.dup_cursor, dup_end) if plan.dup_concurrent[m]]
         items += [(arrivals.arrival_key(run_id, i), arrivals.payload(self.profile, plan, i),
-                   {"arrival": i, "duplicate": True}) for i in dups]
-        racers = [threading.Thread(target=self._agent_enqueue, args=(i,), daemon=True)
+                   {"arrival": i, "planned_t": plan.planned_t(i), "duplicate": True}) for i in dups]
+        answers: dict[int, str | None] = {}  # what the agent answered to each concurrent copy
+        racers = [threading.Thread(target=self._agent_enqueue, args=(i, answers), daemon=True)
                   for i in concurrent if i < end]
         for racer in racers:
             racer.start()
@@ -165,16 +167,19 @@ class Supervisor:
         for racer in racers:
             racer.join(self._every(60, 2.0))
         for i, result in zip(dups, results[len(results) - len(dups):]):
-            queue.record("fault_injected", task=result.task, key=arrivals.arrival_key(run_id, i),
-                         data={"kind": "duplicate_enqueue", "target": task_name(result.task),
-                               "concurrent": i in concurrent})
+            data = {"kind": "duplicate_enqueue", "target": task_name(result.task), "concurrent": False}
+            if i in concurrent:  # planned from two processes: say what the second one did
+                answer = answers.get(i)
+                data["concurrent"] = bool(answer and answer.startswith("ok "))
+                data["agent"] = answer or "no answer"
+            queue.record("fault_injected", task=result.task, key=arrivals.arrival_key(run_id, i), data=data)
         self.cursor, self.dup_cursor = end, dup_end
 
-    def _agent_enqueue(self, i: int) -> None:
+    def _agent_enqueue(self, i: int, answers: dict[int, str | None]) -> None:
         doc = {"key": arrivals.arrival_key(self.run_rec.id, i),
                "payload": arrivals.payload(self.profile, self.plan, i),
-               "data": {"arrival": i, "duplicate": True, "from": "agent"}}
-        ask(self.pool.config.lock_socket, "enqueue " + orjson.dumps(doc).decode(), self._every(60, 2.0))
+               "data": {"arrival": i, "planned_t": self.plan.planned_t(i), "duplicate": True, "from": "agent"}}
+        answers[i] = ask(self.pool.config.lock_socket, "enqueue " + orjson.dumps(doc).decode(), self._every(60, 2.0))
 
     def job_reap(self) -> None:
         self._queue().reap()
