@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -178,6 +179,21 @@ def test_log_pipeline_drop_reports_a_rule_that_never_fires(tmp_path, monkeypatch
     bad = failing(path.read_text())
     assert "rule 5 fires" in bad and "aborts []" in bad["rule 5 fires"]
     assert "incident record names it" in bad
+
+
+def test_log_pipeline_drop_measures_that_the_log_stops_growing(tmp_path, monkeypatch):
+    from orchestrator.drills import soakdrills
+
+    real_signal, real = soakdrills._signal_pid, soakdrills._profile
+    # the shipper is never stopped (SIGSTOP not sent): the log goes on growing and the drill says so
+    monkeypatch.setattr(soakdrills, "_signal_pid",
+                        lambda pid, sig: None if sig == signal.SIGSTOP else real_signal(pid, sig))
+    monkeypatch.setattr(soakdrills, "_stopped", lambda pid: True)
+    monkeypatch.setattr(soakdrills, "_profile", lambda h, duration, **kw: real(h, 3600.0))
+    results, path = run_drills([catalog.get("log-pipeline-drop")], str(tmp_path / "home"), 14)
+    assert not results[0].passed
+    row = failing(path.read_text())["stop the shipper"]
+    assert re.search(r"the log grew [1-9]\d* bytes since", row), row
 
 
 # --- the invariant checks on hand-made logs ----------------------------------------------------

@@ -126,10 +126,19 @@ def log_pipeline_drop(h) -> None:
            and len(Path(run.log_path).read_bytes().splitlines()) > 20, 3600)
     shipper = orjson.loads(pids.read_bytes())["shipper"]["pid"]
     _signal_pid(shipper, signal.SIGSTOP)
+    h.wait(lambda: _stopped(shipper), 600)  # a write already in the kernel lands before the stop
     stopped_t = _soak_t(run)
-    last = orjson.loads(Path(run.log_path).read_bytes().splitlines()[-1])
-    h.check("stop the shipper", f"SIGSTOP pid {shipper} at t={stopped_t:.0f}", "the log stops growing",
-            f"last shipped line t={last['t']}", True)
+    log = Path(run.log_path)
+    size = log.stat().st_size
+    last = orjson.loads(log.read_bytes().splitlines()[-1])
+    with Queue(h.home.db) as queue:
+        moved = h.wait(lambda: queue.last_seq() >= last["seq"] + 10, 3 * 3600)  # the database moves on
+        db_seq = queue.last_seq()
+    grown = log.stat().st_size - size
+    h.check("stop the shipper", f"SIGSTOP pid {shipper} at t={stopped_t:.0f}",
+            "the log stops growing while the database moves on",
+            f"last shipped line seq {last['seq']} t={last['t']}; the database at seq {db_seq}; the log grew "
+            f"{grown} bytes since", bool(moved) and db_seq > last["seq"] and grown == 0)
     with Queue(h.home.db) as queue:
         aborted = h.wait(lambda: any(r["event"] == "abort" for r in queue.events_after(run.first_seq, 100000)),
                          3 * 3600)
@@ -154,6 +163,15 @@ def log_pipeline_drop(h) -> None:
     h.check("incident record names it", "reports/soak/incident_<run>.md", "one record naming rule 5 (log)",
             f"{len(incidents)} record(s); {'names' if 'rule 5' in text.lower() or 'log' in text.lower() else 'lacks'}"
             " the rule", len(incidents) == 1 and "5" in text and "log" in text.lower())
+
+
+def _stopped(pid: int) -> bool:
+    """The process is in the stopped state (`T` in /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] == b"T"
+    except (OSError, IndexError):
+        return False
 
 
 def _signal_pid(pid: int, sig: signal.Signals) -> None:
