@@ -34,8 +34,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.soak import arrivals  # noqa: E402
 from orchestrator.core.profiles import BUILTIN  # noqa: E402
+from orchestrator.soak import arrivals  # noqa: E402
 
 GOAL_EVENTS = 1_000_000
 GOAL_SUMMARY = 5.0

@@ -73,11 +73,12 @@ class LogBuilder:
         return self.ev(t, event, task, state=state, prev=prev, **fields)
 
     # --- task life ------------------------------------------------------------------------
-    def enqueue(self, t: float, key: str | None = None) -> str:
+    def enqueue(self, t: float, key: str | None = None, planned: float | None = None) -> str:
+        """A task enqueued at `t`; `planned`: when the plan wanted it (else it was enqueued by hand)."""
         task = f"ORCH-{self.next_id}"
         self.next_id += 1
         self.tasks[task] = {"key": key or f"k{self.next_id - 1}", "state": None, "epoch": 0, "attempt": 0}
-        self._go(t, "enqueued", task, "PENDING", arrival=self.next_id - 2)
+        self._go(t, "enqueued", task, "PENDING", arrival=self.next_id - 2, planned_t=planned)
         return task
 
     def lease(self, task: str, t: float, worker: str = "w1") -> None:

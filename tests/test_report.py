@@ -143,7 +143,7 @@ def test_report_fail_exits_1_when_an_slo_is_missed(tmp_path):
     b.finish(600.0, "FAIL")
     result = run_report("--log", str(b.write(tmp_path / "soak.jsonl")), "--out", str(tmp_path / "out"))
     assert result.exit_code == 1 and result.output.endswith("verdict: FAIL\n")
-    assert "| SLI-2 p95 enqueue->terminal (soak s) | <= 120 s | 200.0 s (30 tasks) | **FAIL** |" in \
+    assert "| SLI-2 p95 arrival->terminal (soak s) | <= 120 s | 200.0 s (30 tasks) | **FAIL** |" in \
         (tmp_path / "out" / "soak_summary.md").read_text()
 
 

@@ -52,6 +52,42 @@ def test_p95_is_numpy_percentile_over_all_terminal_latencies(lat):
     assert agg.figures()["sli2"]["p95"] == float(np.percentile(expect, 95))
 
 
+def test_latency_runs_from_the_planned_arrival_and_the_arrival_lag_is_its_own_figure():
+    b = LogBuilder()  # one burst window in the manifest: [1800, 2100)
+    late = b.enqueue(100.0, planned=40.0)  # enqueued 60 s after it should have arrived
+    b.lease(late, 101.0)
+    b.complete(late, 130.0)
+    by_hand = b.enqueue(200.0)  # no plan: from its enqueue
+    b.lease(by_hand, 201.0)
+    b.complete(by_hand, 210.0)
+    in_burst = b.enqueue(1900.0, planned=1850.0)
+    b.lease(in_burst, 1901.0)
+    b.complete(in_burst, 1905.0)
+    f = b.aggregator().figures()
+    assert f["sli2"]["tasks"] == 3 and f["sli2"]["max"] == 90.0 and f["sli2"]["p50"] == 55.0
+    lag = f["arrival_lag"]
+    assert (lag["tasks"], lag["p50"], lag["max"]) == (2, 55.0, 60.0)
+    assert lag["bursts"] == [{"start": 1800.0, "end": 2100.0, "arrivals": 1, "p95": 50.0, "max": 50.0}]
+
+
+def test_arrivals_due_while_the_supervisor_was_gone_count_the_gap_in_their_latency():
+    b = LogBuilder()
+    b.run_task(10.0)
+    b.ev(900.0, "run_resumed", gap=850.0, old_pid=4242)  # the supervisor was gone from t=50 to t=900
+    missed = b.enqueue(900.5, planned=500.0)
+    b.lease(missed, 901.0)
+    b.complete(missed, 903.0)
+    f = b.aggregator().figures()
+    assert f["sli2"]["max"] == 403.0 and f["arrival_lag"]["max"] == 400.5
+
+
+def test_a_planned_t_that_is_not_a_number_is_a_malformed_event():
+    b = LogBuilder()
+    b.enqueue(1.0, planned="soon")
+    with pytest.raises(LogError, match="planned_t is not a number"):
+        b.aggregator()
+
+
 def test_empty_log_has_no_figures_and_fails_its_slos():
     agg = LogBuilder().aggregator()
     f = agg.figures()

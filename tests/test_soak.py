@@ -16,6 +16,8 @@ from click.testing import CliRunner
 from orchestrator.cli.orch import orch
 from orchestrator.core import profiles
 from orchestrator.core.errors import ProfileError
+from orchestrator.judge.reporttext import secs
+from orchestrator.judge.sli import aggregate_file
 from orchestrator.soak import arrivals
 
 pytestmark = pytest.mark.xdist_group("soak")
@@ -190,6 +192,18 @@ def check_invariants(home: Path, header: dict, events: list[dict]) -> None:
     table = db.execute("SELECT seq, event FROM events WHERE seq >= ? ORDER BY seq", (header["first_seq"],)).fetchall()
     assert [(e["seq"], e["event"]) for e in events] == table
     assert events[-1]["event"] == "run_finished"
+    # every arrival's `enqueued` carries its planned time, from the seeded plan
+    plan = arrivals.plan(profiles.from_dict(header["profile"]), header["seed"])
+    assert all(e["planned_t"] == round(float(plan.times[e["arrival"]]), 3) for e in enqueued)
+    # SLI-2 recomputed from the JSONL alone: planned arrival -> last transition into DONE or FAILED
+    start = {e["task"]: e["planned_t"] if e["planned_t"] is not None else e["t"] for e in enqueued}
+    end = {e["task"]: e["t"] for e in events
+           if e.get("state") in ("DONE", "FAILED") and e["state"] != e["prev"]}
+    p95 = float(np.percentile([end[task] - start[task] for task in end], 95))
+    figures = aggregate_file(home / "logs" / "soak" / "soak_accept.jsonl").figures()
+    assert figures["sli2"]["p95"] == pytest.approx(p95, abs=1e-9)
+    summary = (home / "reports" / "soak" / "soak_summary.md").read_text()
+    assert f"**p95 {secs(p95)}**" in summary
 
 
 def test_a_whole_24h_profile_at_high_speed(tmp_path, orch_cmd, clean_env):

@@ -81,7 +81,7 @@ def moving_chart(fig_data: dict[str, Any], path: Path) -> Path:
 def latency_chart(fig_data: dict[str, Any], path: Path) -> Path:
     series = fig_data["series"]
     bucket = series["latency_bucket"]
-    fig, ax = _axes(f"Latency enqueue->terminal, p50 and p95 per {bucket / 60:g} soak minutes", "soak seconds")
+    fig, ax = _axes(f"Latency arrival->terminal, p50 and p95 per {bucket / 60:g} soak minutes", "soak seconds")
     x = (np.asarray(series["latency_t"], dtype=float) + bucket / 2) / 3600.0
     ax.plot(x, series["p50"], lw=0.9, label="p50")
     ax.plot(x, series["p95"], lw=0.9, label="p95")

@@ -37,7 +37,7 @@ class Fold:
         position written back first (`_keep`)."""
         s, book, rules = self.state, self.book, self.rules
         counts, opened, guards, reopenable = s.counts, s.open, s.pending_guards, s.reopenable
-        keys, add_sample, dispatch = s.completed_keys, s.samples.add, s.dispatch
+        keys, add_sample, add_lag, dispatch = s.completed_keys, s.samples.add, s.arrival_lag.add, s.dispatch
         done_v, arrivals_v = s.done_m.values, s.arrivals.values  # grown in place by cross()
         handlers, stall, new_task = self._handlers, self.settings.stall, OpenTask
         n, expect, next_b = s.events, s.expect, s.next_minute
@@ -99,7 +99,14 @@ class Fold:
                     task = ev["task"]
                     if task in opened or task in reopenable:
                         raise LogError(f"event seq {seq}: {task} enqueued twice")
-                    opened[task] = new_task(t, "PENDING", t)
+                    planned = ev.get("planned_t")
+                    if planned is None:  # enqueued by hand: its latency runs from its enqueue
+                        opened[task] = new_task(t, "PENDING", t)
+                    else:  # an arrival of the plan: its latency runs from when it should have arrived
+                        if planned.__class__ is not float and planned.__class__ is not int:
+                            raise LogError(f"event seq {seq}: planned_t is not a number ({planned!r})")
+                        opened[task] = new_task(planned, "PENDING", t)
+                        add_lag(t - planned, planned)
                     counts["PENDING"] += 1
                     arrivals_v[int(t) // 60] += 1
                     last_trans, last_trans_seq = t, seq

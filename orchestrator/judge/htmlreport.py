@@ -96,8 +96,10 @@ def _slis(f: dict[str, Any]) -> str:
     items = [
         f"<b>SLI-1 success</b>: {pct(s1['success'])} = {s1['done']:,} DONE / {s1['done'] + s1['failed']:,} "
         f"DONE+FAILED ({s1['manual_done']} manual done, {s1['manual_failed']} manual fail)",
-        f"<b>SLI-2 latency</b> over {s2['tasks']:,} tasks: p50 {secs(s2['p50'])}, p95 {secs(s2['p95'])}, "
-        f"p99 {secs(s2['p99'])}, max {secs(s2['max'])}",
+        f"<b>SLI-2 latency</b> planned arrival -> terminal over {s2['tasks']:,} tasks: p50 {secs(s2['p50'])}, "
+        f"p95 {secs(s2['p95'])}, p99 {secs(s2['p99'])}, max {secs(s2['max'])}",
+        f"<b>Arrival lag</b> planned -> enqueued over {f['arrival_lag']['tasks']:,} arrivals: "
+        f"p50 {secs(f['arrival_lag']['p50'])}, p95 {secs(f['arrival_lag']['p95'])}, max {secs(f['arrival_lag']['max'])}",
         f"<b>SLI-3 transient recovery</b>: {s3['done']:,} of {s3['tasks']:,} ({pct(s3['rate'])}); "
         f"{s3['failed']:,} FAILED, {s3['still_open']:,} still open",
         f"<b>SLI-4 duplicates</b>: {s4['actual']} actual duplicate executions against {s4['dispatches']:,} "
@@ -202,7 +204,7 @@ def _charts(f: dict[str, Any]) -> str:
     if s["latency_t"]:
         target = (f["run"]["profile"].get("slo") or {}).get("p95")
         lt = [(t + s["latency_bucket"] / 2) / 3600.0 for t in s["latency_t"]]
-        out.append(svg.line_chart("Latency enqueue->terminal, p50 / p95", lt, [("p50", s["p50"]), ("p95", s["p95"])],
+        out.append(svg.line_chart("Latency arrival->terminal, p50 / p95", lt, [("p50", s["p50"]), ("p95", s["p95"])],
                                   y_label="soak s", hlines=[(target, f"SLO p95 {target:g} s")] if target else [],
                                   chart_id="chart-latency"))
     bl = s["backlog"]

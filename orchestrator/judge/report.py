@@ -152,6 +152,20 @@ def _slo(f: dict[str, Any]) -> list[str]:
     return ["## SLOs", ""] + table(["SLO", "target", "measured", "result"], rows) + [""]
 
 
+def arrival_lag_lines(lag: dict[str, Any], worst: int = 5) -> list[str]:
+    """The arrival lag (planned -> enqueued): part of SLI-2, shown on its own, with the worst bursts."""
+    if not lag["tasks"]:
+        return ["- **Arrival lag** planned -> enqueued: no arrival of the plan in this log."]
+    out = [f"- **Arrival lag** planned -> enqueued (inside SLI-2), over {lag['tasks']:,} arrivals: "
+           f"p50 {secs(lag['p50'])}, p95 {secs(lag['p95'])}, max {secs(lag['max'])}."]
+    bursts = sorted((b for b in lag["bursts"] if b["arrivals"]), key=lambda b: (-b["max"], b["start"]))
+    if bursts:
+        shown = ", ".join(f"{soak_clock(b['start'])} max {secs(b['max'])} (p95 {secs(b['p95'])}, {b['arrivals']})"
+                          for b in bursts[:worst])
+        out.append(f"  Worst lag per burst ({len(bursts)} bursts; start, max, p95, arrivals): {shown}.")
+    return out
+
+
 def _slis(f: dict[str, Any]) -> list[str]:
     s1, s2, s3, s4, lr, mv = f["sli1"], f["sli2"], f["sli3"], f["sli4"], f["lease_recovery"], f["moving"]
     b = s4["breakdown"]
@@ -159,8 +173,9 @@ def _slis(f: dict[str, Any]) -> list[str]:
     out.append(f"- **SLI-1 success**: {pct(s1['success'])} = {s1['done']:,} DONE / {s1['done'] + s1['failed']:,} "
                f"DONE+FAILED. Manual closes count by their state: {s1['manual_done']} `orch done`, "
                f"{s1['manual_failed']} `orch fail` (listed under Operator interventions).")
-    out.append(f"- **SLI-2 latency** enqueue -> last DONE/FAILED transition, over {s2['tasks']:,} tasks: "
+    out.append(f"- **SLI-2 latency** planned arrival -> last DONE/FAILED transition, over {s2['tasks']:,} tasks: "
                f"p50 {secs(s2['p50'])}, **p95 {secs(s2['p95'])}**, p99 {secs(s2['p99'])}, max {secs(s2['max'])}.")
+    out += arrival_lag_lines(f["arrival_lag"])
     still = f", {s3['still_open']:,} still open" if s3["still_open"] else ""
     out.append(f"- **SLI-3 transient recovery**: {s3['done']:,} of {s3['tasks']:,} tasks with a transient "
                f"`retry_scheduled` ended DONE ({pct(s3['rate'])}); {s3['failed']:,} ended FAILED{still}.")

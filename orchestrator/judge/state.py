@@ -72,7 +72,7 @@ class Settings:
 class OpenTask:
     """What the fold keeps about one task while it can still change."""
 
-    enq: float | None  # t of `enqueued` (None: enqueued before this log began)
+    enq: float | None  # when it arrived: `planned_t` of its `enqueued`, else its `t` (None: before this log)
     state: str
     due: float  # when a PENDING task may be leased again (t of entering PENDING + backoff)
     attempt: int = 0
@@ -106,7 +106,8 @@ class RunState:
     reopenable: dict[str, OpenTask] = field(default_factory=dict)  # FAILED / CANCELLED: `ops retry` may reopen
     counts: dict[str, int] = _zeros(*STATES)
     foreign: int = 0  # tasks met without their `enqueued` in this log
-    samples: Samples = field(default_factory=Samples)
+    samples: Samples = field(default_factory=Samples)  # (latency from the planned arrival, terminal t)
+    arrival_lag: Samples = field(default_factory=Samples)  # (enqueue t - planned_t, planned_t) per arrival
     sli3: dict[str, int] = _zeros("tasks", "done")
     completed_keys: set[str] = field(default_factory=set)
     duplicates: list[dict[str, Any]] = field(default_factory=list)

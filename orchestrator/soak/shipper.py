@@ -37,6 +37,8 @@ def event_line(row, started_soak: float) -> bytes:
     if row["data"]:
         extra = orjson.loads(row["data"])
         doc.update({k: v for k, v in extra.items() if k not in FIELDS})
+    if row["event"] == "enqueued":
+        doc.setdefault("planned_t", None)  # null: enqueued by hand, not by the plan
     return orjson.dumps(doc) + b"\n"
 
 

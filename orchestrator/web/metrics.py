@@ -55,7 +55,7 @@ def families(snap: dict[str, Any] | None, status: dict[str, Any] | None) -> list
     out.append(rules)
     sli = snap["sli"]
     for name, key, doc in (("sli_success_ratio", "success", "SLI-1 DONE / (DONE + FAILED)."),
-                           ("sli_latency_p95_seconds", "p95", "SLI-2 p95 enqueue->terminal (soak s)."),
+                           ("sli_latency_p95_seconds", "p95", "SLI-2 p95 arrival->terminal (soak s)."),
                            ("sli_transient_recovery_ratio", "transient_recovery", "SLI-3."),
                            ("lease_recovery_ratio", "lease_recovery", "Lease-timeout recovery.")):
         if sli[key] is not None:
