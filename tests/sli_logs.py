@@ -88,8 +88,19 @@ class LogBuilder:
         info["worker"] = worker
         self._go(t, "leased", task, "IN_PROGRESS", worker=worker)
 
-    def complete(self, task: str, t: float) -> None:
+    def complete(self, task: str, t: float, side_effect: bool = True) -> None:
+        """DONE; the handler's side effect (applied downstream) is reported just before, as the
+        synthetic handler does."""
+        if side_effect:
+            self.side_effect(task, t)
         self._go(t, "completed", task, "DONE", worker=self.tasks[task].get("worker"))
+
+    def side_effect(self, task: str, t: float, applied: bool = True, worker: str | None = None,
+                    epoch: int | None = None) -> None:
+        info = self.tasks[task]
+        self.ev(t, "side_effect_applied" if applied else "side_effect_deduped", task, state=None, prev=None,
+                worker=worker or info.get("worker"), epoch=epoch if epoch is not None else info["epoch"],
+                downstream="ledger")
 
     def skip(self, task: str, t: float) -> None:
         self._go(t, "idempotency_skip", task, "DONE", worker=self.tasks[task].get("worker"))
@@ -140,11 +151,12 @@ class LogBuilder:
         else:
             raise ValueError(action)
 
-    def run_task(self, t: float, wait: float = 1.0, work: float = 2.0, key: str | None = None) -> str:
+    def run_task(self, t: float, wait: float = 1.0, work: float = 2.0, key: str | None = None,
+                 side_effect: bool = True) -> str:
         """enqueue at t, lease at t + wait, complete at t + wait + work."""
         task = self.enqueue(t, key)
         self.lease(task, t + wait)
-        self.complete(task, t + wait + work)
+        self.complete(task, t + wait + work, side_effect=side_effect)
         return task
 
     # --- run events -----------------------------------------------------------------------

@@ -26,7 +26,8 @@ from orchestrator.drills.workers import concurrency_cap
 pytestmark = pytest.mark.xdist_group("soak")
 TESTS_DIR = Path(__file__).resolve().parent
 ALL = ["worker-crash", "worker-stall", "cancel-midrun", "concurrency-cap", "poison-task", "timeout-all",
-       "partial-success", "error-chaos", "idempotency-under-fire", "guardrail-replan", "db-lock-storm",
+       "partial-success", "error-chaos", "idempotency-under-fire", "duplicate-side-effect", "guardrail-replan",
+       "db-lock-storm",
        "fail-closed", "operator-runbook", "supervisor-restart", "log-pipeline-drop", "queue-pressure"]
 
 
@@ -179,6 +180,19 @@ def test_log_pipeline_drop_reports_a_rule_that_never_fires(tmp_path, monkeypatch
     bad = failing(path.read_text())
     assert "rule 5 fires" in bad and "aborts []" in bad["rule 5 fires"]
     assert "incident record names it" in bad
+
+
+def test_duplicate_side_effect_reports_a_downstream_that_dedupes_as_no_duplicate(tmp_path, monkeypatch):
+    from orchestrator.drills import safety
+
+    real = safety._stalled_side_effect
+    # the drill's downstream dedupes after all: nothing lands twice, rule 2 stays quiet, the drill says so
+    monkeypatch.setattr(safety, "_stalled_side_effect", lambda h, handler: real(h, "ledgered"))
+    results, path = run_drills([catalog.get("duplicate-side-effect")], str(tmp_path / "home"), 14)
+    assert not results[0].passed
+    bad = failing(path.read_text())
+    assert bad["applied twice downstream"].startswith("1 entries, epochs [2]; 1 side_effect_applied")
+    assert bad["rule 2 fires"].startswith("0 rule-2 aborts")
 
 
 def test_log_pipeline_drop_measures_that_the_log_stops_growing(tmp_path, monkeypatch):

@@ -78,7 +78,7 @@ def test_summary_holds_the_figures(tmp_path):
     storm = f["retry_storms"]["groups"][0]
     assert storm["cause"] == "network" and f"| network | 1 | {storm['examples'][0]} |" in text
     assert "| manual DONE | ORCH-42 | IN_PROGRESS | alice | incident mitigated |" in text
-    assert "| worker_crash | 24 | 1 | 1 leases expired under a killed worker | 1 DONE, 0 FAILED, 1 workers restarted |" in text
+    assert "| worker_crash | 24 | 1 (23 of 24 planned not injected: no worker held a lease when one was due) | 1 leases expired under a killed worker | 1 DONE, 0 FAILED, 1 workers restarted |" in text
     assert "| 42.5 s | 99 |" in text  # the resume gap
     assert "| 0:00:00-0:35:00 (partial) | 54 | 52 | 1 | 98.11 % |" in text  # the checkpoint window
     assert "No abort rule tripped." in text
@@ -98,8 +98,8 @@ def test_earlier_run_summaries_are_kept(tmp_path):
 
 def aborted_log(run_id: str = RUN) -> LogBuilder:
     b = LogBuilder(run_id=run_id)
-    b.run_task(10.0, key="same")
-    b.run_task(20.0, key="same")
+    b.run_task(10.0, key="same", side_effect=False)  # a second effect row forced past the guard
+    b.run_task(20.0, key="same", side_effect=False)
     agg = b.aggregator()
     abort = agg.check(30.0)[0]
     b.ev(30.0, "abort", None, **abort.to_event())
@@ -107,6 +107,52 @@ def aborted_log(run_id: str = RUN) -> LogBuilder:
     b.ev(32.0, "worker_exited", None, worker="w1", pid=5, reason="stop", tasks=2)
     b.finish(33.0, "ABORTED")
     return b
+
+
+def side_effect_twice_log() -> LogBuilder:
+    """A worker stalled past its lease wakes and applies its side effect after the new holder did,
+    to a downstream that does not dedupe: rule 2 trips on the second `side_effect_applied`."""
+    b = LogBuilder()
+    task = b.enqueue(10.0, key="order-7", planned=10.0)
+    b.lease(task, 11.0, worker="w1")
+    b.expire(task, 100.0)
+    b.lease(task, 101.0, worker="w2")
+    b.complete(task, 110.0)  # w2 applied it (epoch 2) and completed
+    b.side_effect(task, 115.0, worker="w1", epoch=1)  # w1 wakes: epoch 1 applies it again
+    b.stale(task, 115.5, worker="w1")
+    return b
+
+
+def test_rule2_and_the_incident_name_the_key_and_both_side_effects(tmp_path):
+    agg = side_effect_twice_log().aggregator()
+    found = agg.check(120.0)
+    assert [(a.rule, a.t, a.evidence) for a in found] == [(2, 115.0, ["ORCH-1"])]
+    fig = found[0].figures
+    assert (fig["key"], fig["via"]) == ("order-7", "side_effect")
+    assert (fig["first"]["epoch"], fig["first"]["worker"], fig["second"]["epoch"], fig["second"]["worker"]) == (
+        2, "w2", 1, "w1")
+    f = agg.figures()
+    assert (f["sli4"]["actual"], f["sli4"]["side_effects"], f["sli4"]["stopped"]) == (1, 2, 0)
+    text = write_incident(found[0], agg, tmp_path).read_text()
+    assert "Key `order-7` had its side effect applied downstream twice" in text
+    assert "first: ORCH-1 epoch 2 by worker w2 at soak 0:01:50" in text
+    assert "second: ORCH-1 epoch 1 by worker w1 at soak 0:01:55" in text
+
+
+def test_a_deduped_side_effect_is_a_duplicate_stopped_not_an_execution(tmp_path):
+    b = LogBuilder()
+    task = b.enqueue(10.0, key="order-8", planned=10.0)
+    b.lease(task, 11.0, worker="w1")
+    b.expire(task, 100.0)
+    b.lease(task, 101.0, worker="w2")
+    b.complete(task, 110.0)
+    b.side_effect(task, 115.0, applied=False, worker="w1", epoch=1)  # the downstream refused it by key
+    b.stale(task, 115.5, worker="w1")
+    agg = b.aggregator()
+    assert agg.check(120.0) == []
+    f = agg.figures()
+    assert (f["sli4"]["actual"], f["sli4"]["side_effects"], f["sli4"]["stopped"]) == (0, 1, 1)
+    assert "**1 duplicates stopped**" in write_summary(agg, tmp_path).read_text()
 
 
 def test_incident_record(tmp_path):

@@ -93,7 +93,8 @@ def test_empty_log_has_no_figures_and_fails_its_slos():
     f = agg.figures()
     assert f["sli1"]["success"] is None and f["sli2"]["p95"] is None and f["sli3"]["rate"] is None
     assert f["moving"]["judged"] == 0 and f["series"]["p95"] == []
-    assert [row["pass"] for row in f["slo"]] == [False, False, True]
+    # nothing was proven: every SLO is "not exercised", none passes, and the run cannot PASS
+    assert [(row["pass"], row["status"], row["required"]) for row in f["slo"]] == [(None, "not exercised", True)] * 3
     assert agg.verdict() == "FAIL"
     assert agg.check(0.0) == []
 
@@ -318,10 +319,11 @@ def test_rule1_does_not_trip_at_the_line_or_below_min_volume(done, failed):
 
 def test_rule2_trips_on_a_second_completed_for_a_key():
     b = LogBuilder()
-    first = b.run_task(10.0, key="same-key")
-    second = b.run_task(20.0, key="same-key")  # a duplicate effect forced past the guard (test-only)
+    # a duplicate effect row forced past the guard (test-only); no side effect reported
+    first = b.run_task(10.0, key="same-key", side_effect=False)
+    second = b.run_task(20.0, key="same-key", side_effect=False)
     b.run_task(30.0, key="other")
-    third = b.run_task(40.0, key="same-key")
+    third = b.run_task(40.0, key="same-key", side_effect=False)
     agg = b.aggregator()
     found = agg.check(50.0)
     assert [(a.rule, a.name, a.evidence, a.t) for a in found] == [(2, "duplicate_execution", [second], 23.0)]
@@ -411,7 +413,7 @@ def test_rule4_trips_on_blocked_false_and_after_the_grace():
 
 def test_rule5_trips_on_a_seq_gap_at_once():
     b = LogBuilder()
-    b.run_task(10.0)
+    b.run_task(10.0, side_effect=False)  # seqs 1-3
     b.seq += 2  # two events lost between the database and the log
     b.run_task(20.0)
     found = b.aggregator().check(25.0)
@@ -566,7 +568,7 @@ def test_logtail_missing_and_shrunk_files(tmp_path):
 
 def test_aggregate_file_errors_name_the_line(tmp_path):
     b = LogBuilder()
-    b.run_task(10.0)
+    b.run_task(10.0, side_effect=False)  # header + 3 lines
     lines = b.lines()
     path = tmp_path / "soak.jsonl"
     path.write_bytes(b"".join(lines)[:-5])
@@ -593,3 +595,65 @@ def test_min_volume_binomial_figures():
     assert aborts.false_abort_probability(20, 0.99, 0.95) == pytest.approx(1 - 0.99**20 - 20 * 0.01 * 0.99**19)
     assert aborts.suggest_min_volume(0.995, 0.95, alpha=0.05) == 20
     assert aborts.false_abort_probability(0, 0.9, 0.95) == 0.0
+
+
+# --- no SLO passes for lack of evidence; no run passes unfinished ------------------------------
+def test_a_run_that_ends_with_open_tasks_is_incomplete_and_its_slowest_tasks_stay_in_the_p95():
+    b = LogBuilder("24h", faults={"worker_crash_every": 0.0, "worker_stall_every": 0.0})
+    for i in range(19):
+        b.run_task(10.0 + i, work=2.0)  # 19 tasks of 3 s
+    stuck = b.enqueue(40.0, planned=40.0)
+    b.lease(stuck, 41.0)  # never ends
+    waiting = b.enqueue(50.0)
+    agg = b.aggregator()
+    assert agg.verdict() == "PASS"  # so far, while the run goes on
+    assert agg.verdict(final=True) == "INCOMPLETE"  # what the supervisor says at the end
+    b.finish(1040.0, "INCOMPLETE")
+    agg = b.aggregator()
+    f = agg.figures()
+    assert f["verdict"] == "INCOMPLETE" and agg.verdict() == "INCOMPLETE"
+    assert f["open_tasks"]["count"] == 2
+    assert [(r["task"], r["state"], r["age"]) for r in f["open_tasks"]["oldest"]] == [
+        (stuck, "IN_PROGRESS", 1000.0), (waiting, "PENDING", 990.0)]
+    # 19 tasks of 3 s and two open ones of 1000 s and 990 s: the p95 is theirs, not 3 s
+    assert f["sli2"]["tasks"] == 21 and f["sli2"]["open_counted"] == 2
+    assert f["sli2"]["p95"] == float(np.percentile([3.0] * 19 + [1000.0, 990.0], 95)) > 900
+
+
+def test_lease_recovery_with_no_expiry_is_not_exercised_and_blocks_pass_when_crashes_were_planned():
+    planned = LogBuilder("24h")  # plans a SIGKILL every 2 h and a SIGSTOP every 3 h
+    for i in range(30):
+        planned.run_task(10.0 + i)
+    row = next(r for r in planned.aggregator().figures()["slo"] if r["name"] == "Lease-timeout recovery")
+    assert (row["pass"], row["status"], row["required"]) == (None, "not exercised", True)
+    assert "although the profile planned 12 worker crashes, 8 worker stalls" in row["note"]
+    assert planned.aggregator().verdict() == "FAIL"
+    quiet = LogBuilder("24h", faults={"worker_crash_every": 0.0, "worker_stall_every": 0.0})
+    for i in range(30):
+        quiet.run_task(10.0 + i)
+    row = next(r for r in quiet.aggregator().figures()["slo"] if r["name"] == "Lease-timeout recovery")
+    assert (row["pass"], row["status"], row["required"]) == (None, "not exercised", False)
+    assert quiet.aggregator().verdict() == "PASS"
+
+
+def test_duplicates_with_no_side_effect_reported_are_not_exercised():
+    b = LogBuilder("24h", faults={"worker_crash_every": 0.0})  # still plans worker stalls
+    for i in range(30):
+        b.run_task(10.0 + i, side_effect=False)  # a handler that reports nothing downstream
+    row = next(r for r in b.aggregator().figures()["slo"] if r["name"] == "SLI-4 actual duplicate executions")
+    assert (row["pass"], row["status"], row["required"]) == (None, "not exercised", True)
+    assert row["note"] == "no side effect reported by the handler: not exercised"
+    assert b.aggregator().verdict() == "FAIL"
+
+
+def test_the_fault_table_says_why_planned_faults_were_not_injected():
+    manifest = {"arrivals": 40, "faults": {"transient_kinds": {"timeout": 4}, "db_lock": 0,
+                                           "duplicate_enqueue": 0, "guardrail": 0}, "bursts": []}
+    b = LogBuilder("24h", manifest=manifest, faults={"worker_crash_every": 0.0, "worker_stall_every": 0.0})
+    b.ev(0.5, "worker_started", None, worker="w1", pid=101, handler="myteam.handlers:call_api")
+    for i in range(30):
+        b.run_task(10.0 + i)
+    row = next(r for r in b.aggregator().figures()["faults"] if r["kind"] == "timeout")
+    assert (row["planned"], row["injected"]) == (4, 0)
+    assert row["not_injected"] == ("4 of 4 planned not injected: the handler (myteam.handlers:call_api) does not "
+                                   "obey planned faults; only orchestrator.handlers:synthetic does")

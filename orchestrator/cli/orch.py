@@ -93,9 +93,11 @@ def worker(handler, name, batch, ttl, poll, cap, reap, idle_exit, max_tasks, syn
         run = RunStore(probe).active()
     if run is not None:
         config = dataclasses.replace(config, retry=profiles.from_dict(run.profile).retry.policy())
+    joined = run_id or (run.id if run is not None else None)  # the run's folder holds its downstream
     wcfg = WorkerConfig(
         name=name, handler=handler, batch=batch, poll=poll,
         reap_every=ttl / 2 if reap else None, idle_exit=idle_exit, max_tasks=max_tasks, lock_socket=lock_socket,
+        workdir=str(home_.runtime / joined) if joined else str(home_.runtime),
     )
     raise SystemExit(run_worker(home_.db, clock, config, wcfg))
 

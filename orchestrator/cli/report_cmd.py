@@ -1,6 +1,6 @@
 """`orch soak report`: the summary of a run from its JSONL log alone (no database).
 
-Exit codes: 0 PASS; 1 FAIL (an SLO missed), STOPPED, or a log without `run_finished`
+Exit codes: 0 PASS; 1 FAIL (an SLO missed or not exercised), INCOMPLETE, STOPPED, or a log without `run_finished`
 (a run still going or whose supervisor died: not a pass); 3 ABORTED; 2 the log is missing,
 truncated or corrupt (the message names the line). Writing the report can fail with 1.
 """
@@ -15,7 +15,7 @@ from orchestrator.cli.common import CommandError, home_option
 from orchestrator.core.errors import EXIT_USAGE, LogError, OrchestratorError
 from orchestrator.core.home import Home
 
-EXIT_BY_VERDICT = {"PASS": 0, "FAIL": 1, "STOPPED": 1, "ABORTED": 3}
+EXIT_BY_VERDICT = {"PASS": 0, "FAIL": 1, "INCOMPLETE": 1, "STOPPED": 1, "ABORTED": 3}
 
 
 def newest_log(home: Home) -> Path:
@@ -28,7 +28,7 @@ def newest_log(home: Home) -> Path:
 
 
 @click.command("report", help="Write soak_summary.md (and its charts) from a run's JSONL log alone; "
-                              "print its path and the verdict. Exit 0 PASS, 1 FAIL/STOPPED/incomplete, "
+                              "print its path and the verdict. Exit 0 PASS, 1 FAIL/INCOMPLETE/STOPPED or no run_finished, "
                               "3 ABORTED, 2 bad log.")
 @click.option("--log", "log_path", type=click.Path(path_type=Path), default=None, metavar="PATH",
               help="The run's JSONL log (default: the newest logs/soak/soak_*.jsonl under the home).")

@@ -9,8 +9,9 @@ from orchestrator.drills.base import REGISTRY, Drill
 
 # workers, outcomes, guards, the CLI, the soak
 ORDER = ("worker-crash", "worker-stall", "cancel-midrun", "concurrency-cap", "poison-task", "timeout-all",
-         "partial-success", "error-chaos", "idempotency-under-fire", "guardrail-replan", "db-lock-storm",
-         "fail-closed", "operator-runbook", "supervisor-restart", "log-pipeline-drop", "queue-pressure")
+         "partial-success", "error-chaos", "idempotency-under-fire", "duplicate-side-effect", "guardrail-replan",
+         "db-lock-storm", "fail-closed", "operator-runbook", "supervisor-restart", "log-pipeline-drop",
+         "queue-pressure")
 
 
 def get(name: str) -> Drill:

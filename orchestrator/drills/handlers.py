@@ -8,6 +8,9 @@ Each obeys its task's payload, so a drill decides per task what happens:
   `chaos`            raises the upstream-style error named by `kind` (long, multi-line messages)
   `probing`          works, then writes once with SQLite's busy timeout only (meets a held lock)
   `journaled`        appends one line per run to the file `journal` (the effect outside the queue)
+  `ledgered`         works like `uninterruptible`, then applies its side effect to the run's ledger,
+                     which dedupes by the idempotency key (as the synthetic handler does)
+  `ledgered_no_dedupe`  the same against a ledger that does not dedupe (a duplicate lands twice)
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import threading
 import time
 
 from orchestrator.handlers.context import TaskContext
-from orchestrator.handlers.synthetic import UpstreamError, synthetic
+from orchestrator.handlers.synthetic import UpstreamError, apply_downstream, synthetic
 
 LONG = ("<html><head><title>upstream</title></head><body>" + "stack frame at upstream.service.call\n" * 12
         + "</body></html>")
@@ -97,5 +100,17 @@ def journaled(ctx: TaskContext) -> dict:
     return {"task": ctx.task}
 
 
+def ledgered(ctx: TaskContext) -> dict:
+    out = uninterruptible(ctx)
+    apply_downstream(ctx, dedupe=True)
+    return out
+
+
+def ledgered_no_dedupe(ctx: TaskContext) -> dict:
+    out = uninterruptible(ctx)
+    apply_downstream(ctx, dedupe=False)
+    return out
+
+
 __all__ = ["slow_first", "uninterruptible", "always_timeout", "outcome", "chaos", "probing", "journaled",
-           "synthetic", "EXPECTED_CLASS"]
+           "ledgered", "ledgered_no_dedupe", "synthetic", "EXPECTED_CLASS"]

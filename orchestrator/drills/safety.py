@@ -3,12 +3,15 @@ a storm of write-lock holds by a second process, and commands that must fail clo
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
 import orjson
 
 from orchestrator.drills.base import drill
+from orchestrator.handlers.ledger import Ledger
+from orchestrator.judge.incident import write_incident
 from orchestrator.queue.tasks import task_name
 
 H = "orchestrator.drills.handlers:"
@@ -67,6 +70,92 @@ def idempotency_under_fire(h) -> None:
             f"exit {other.returncode}: {other.stderr.strip()[:120]}; database "
             f"{'unchanged' if before == after else 'CHANGED'}",
             other.returncode == 4 and "another payload" in other.stderr and before == after, [task])
+    got = _stalled_side_effect(h, "ledgered")
+    if got is None:
+        return
+    stalled, _key, entries, effects = got
+    h.tasks.append(stalled)
+    kinds = sorted(e["event"] for e in effects)
+    h.check("the downstream stops the duplicate", "read the run's ledger.db and the side-effect events",
+            "one entry of the key; one side_effect_applied, one side_effect_deduped (s1's stale attempt)",
+            f"{len(entries)} entries; {kinds}",
+            len(entries) == 1 and kinds == ["side_effect_applied", "side_effect_deduped"], [stalled],
+            [e["seq"] for e in effects])
+    with h.monitor.lock:
+        sli4 = h.monitor.agg.figures()["sli4"]
+    h.check("SLI-4 counts it as stopped", "the drill's aggregator", "0 actual duplicate executions, 1 stopped",
+            f"{sli4['actual']} actual, {sli4['stopped']} stopped", sli4["actual"] == 0 and sli4["stopped"] == 1,
+            [stalled])
+
+
+def _stalled_side_effect(h, handler: str):
+    """A worker stalls (SIGSTOP) past its lease in the middle of a task; another takes the task
+    over, applies the side effect and completes; the first one wakes (SIGCONT), finishes its work
+    and applies the side effect again. Returns (task, key, the ledger's entries of the key, the
+    side-effect events of the task), or None when the scenario could not be set up."""
+    h.stop_procs()  # the drill's earlier workers run other handlers
+    task = h.enqueue("order-stalled", {"work": 30.0})
+    key = h.key("order-stalled")
+    s1 = h.worker("s1", H + handler)
+    leased = h.wait(lambda: h.leased_by("s1", task), 300)
+    if not h.check("stalled worker", "s1 leased the task", "s1 holds the lease", str(bool(leased)), bool(leased),
+                   [task]):
+        return None
+    stopped = h.stop_outside_a_write(s1)
+    if not h.check("stalled worker", "SIGSTOP s1 outside a write transaction", "stopped",
+                   "stopped" if stopped else "could not", stopped):
+        return None
+    h.worker("s2", H + handler)
+    done = h.wait(lambda: h.events("completed", task), 600)
+    h.signal(s1, signal.SIGCONT)
+    woke = h.wait(lambda: [e for e in h.events(None, task) if e["worker"] == "s1"
+                           and e["event"] in ("side_effect_applied", "side_effect_deduped")], 300)
+    h.check("stalled worker", "s2 takes the task over and completes; SIGCONT s1",
+            "s1 wakes and performs its side effect (stale: its lease expired)",
+            f"{len(done or [])} completed; s1 reported {[e['event'] for e in woke or []]}", bool(done and woke), [task])
+    h.wait(lambda: h.events("stale_rejected", task), 300)
+    h.finish_log()
+    with_run = h.home.runtime / h.run.id / "ledger.db"
+    ledger = Ledger(with_run)
+    try:
+        entries = ledger.entries(key)
+    finally:
+        ledger.close()
+    effects = [e for e in h.events(None, task) if e["event"] in ("side_effect_applied", "side_effect_deduped")]
+    return task, key, entries, effects
+
+
+@drill("duplicate-side-effect", "the stalled-worker scenario against a downstream that does not dedupe by "
+       "key: a worker stopped past its lease wakes and applies its side effect after the new holder did",
+       "the side effect lands twice in the ledger and abort rule 2 fires live with the key and both side "
+       "effects; the incident record names them")
+def duplicate_side_effect(h) -> None:
+    h.expected_aborts = {2}
+    got = _stalled_side_effect(h, "ledgered_no_dedupe")
+    if got is None:
+        return
+    task, key, entries, effects = got
+    h.tasks.append(task)
+    applied = [e for e in effects if e["event"] == "side_effect_applied"]
+    h.check("applied twice downstream", "read the run's ledger.db", "two entries of the key, epochs 1 and 2",
+            f"{len(entries)} entries, epochs {[e['epoch'] for e in entries]}; {len(applied)} side_effect_applied",
+            len(entries) == 2 and sorted(e["epoch"] for e in entries) == [1, 2] and len(applied) == 2, [task],
+            [e["seq"] for e in applied])
+    aborts = [a for a in h.abort_rules() if a.rule == 2]
+    fig = aborts[0].figures if aborts else {}
+    both = sorted((fig.get("first") or {}, fig.get("second") or {}), key=lambda a: a.get("epoch") or 0)
+    h.check("rule 2 fires", "the drill's live aggregator", "abort rule 2 naming the key and both side effects",
+            f"{len(aborts)} rule-2 aborts; key {fig.get('key')}; epochs {[a.get('epoch') for a in both]} by "
+            f"{[a.get('worker') for a in both]}",
+            bool(aborts) and fig.get("key") == key and [a.get("epoch") for a in both] == [1, 2], [task],
+            [a.get("seq") for a in both if a.get("seq")])
+    if aborts:
+        with h.monitor.lock:
+            record = write_incident(aborts[0], h.monitor.agg, h.folder)
+        text = record.read_text()
+        h.check("incident record", f"{record.name}", "names rule 2, the key and both side effects",
+                f"{'names' if key in text else 'lacks'} the key; {text.count('epoch ')} epochs named",
+                key in text and "epoch 1 by worker s1" in text and "epoch 2 by worker s2" in text, [task])
 
 
 @drill("guardrail-replan", "a task planned to spend 8 against a budget of 5",

@@ -61,8 +61,9 @@ def worker_stall(h) -> None:
     if not h.check("stall past the TTL", "w1 leased the task", "w1 holds the lease", str(bool(leased)),
                    bool(leased), [task]):
         return
+    stopped = h.stop_outside_a_write(w1)
     if not h.check("stall past the TTL", "SIGSTOP w1 outside a write transaction", "stopped",
-                   "stopped" if h.stop_outside_a_write(w1) else "could not", True):
+                   "stopped" if stopped else "could not", stopped):
         return
     t_stop = h.now_t()
     h.worker("w2", H + "uninterruptible")

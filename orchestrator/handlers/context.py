@@ -15,6 +15,7 @@ import orjson
 from orchestrator.core.clock import Clock
 from orchestrator.core.errors import UsageError
 from orchestrator.core.model import GuardrailExceeded
+from orchestrator.handlers.ledger import Ledger
 
 
 class LeaseLost(Exception):
@@ -38,11 +39,24 @@ class TaskContext:
     spent: float = 0.0
     probe_write: Callable[[], None] | None = None  # one write with no retry (db_lock faults)
     request_lock: Callable[[float], AbstractContextManager[bool]] | None = None  # the lock hog holds the lock in the block
+    worker: str | None = None
+    ledger: Ledger | None = None  # the synthetic downstream (`handlers.ledger`), where the worker has one
+    on_side_effect: Callable[[bool, str, str], None] | None = None  # the worker records what `side_effect` says
 
     def sleep(self, soak_seconds: float) -> None:
         """Work for `soak_seconds`; raises `LeaseLost` as soon as the lease is revoked."""
         if self.lost.wait(self.clock.to_wall(max(soak_seconds, 0.0))):
             raise LeaseLost(f"{self.task} lease lost")
+
+    def side_effect(self, applied: bool, downstream: str = "", detail: str = "") -> None:
+        """Report what this attempt's side effect did downstream, right after it happened:
+        `applied=True` it landed (a charge made, a message published), `applied=False` the
+        downstream refused it as a duplicate of this task's idempotency key. The worker records
+        `side_effect_applied` / `side_effect_deduped`; SLI-4 counts a key applied twice as an
+        actual duplicate execution (abort rule 2). Call it whether or not the lease still holds:
+        a stale attempt's side effect is exactly what must be counted."""
+        if self.on_side_effect is not None:
+            self.on_side_effect(bool(applied), downstream, detail)
 
     def spend(self, amount: float) -> None:
         """Account spend against the budget; refuse (before spending) past a hard budget."""

@@ -1,5 +1,7 @@
 """The built-in synthetic handler: it works for `payload.work` soak seconds and obeys the faults
-planned into the task's payload, so soak faults are real exceptions raised on the planned attempts."""
+planned into the task's payload, so soak faults are real exceptions raised on the planned attempts.
+Its side effect is an entry in the run's ledger (`handlers.ledger`), keyed by the idempotency key,
+applied after the work and before the worker reports: the downstream dedupes by key."""
 
 from __future__ import annotations
 
@@ -66,4 +68,15 @@ def synthetic(ctx: TaskContext) -> dict:
             exc.injected = "guardrail"
             raise
     ctx.sleep(work)
+    apply_downstream(ctx)
     return {"task": ctx.task, "attempt": ctx.attempt}
+
+
+def apply_downstream(ctx: TaskContext, dedupe: bool = True) -> None:
+    """The task's side effect: one ledger entry under its idempotency key, reported to the
+    worker (`ctx.side_effect`). A downstream that dedupes (`dedupe`) refuses the key's second
+    entry; one that does not lands it, which is a duplicate execution."""
+    if ctx.ledger is None:
+        return
+    applied = ctx.ledger.apply(ctx.key, ctx.task, ctx.epoch, ctx.worker, dedupe=dedupe)
+    ctx.side_effect(applied, downstream="ledger" if dedupe else "ledger (no dedupe)")

@@ -43,51 +43,113 @@ def wall_at(header: dict[str, Any], t: float) -> str | None:
 
 
 # --- SLOs and verdict ---------------------------------------------------------------------
+VERDICTS = ("PASS", "FAIL", "INCOMPLETE", "ABORTED", "STOPPED")
+
+
+def planned_worker_faults(st: Settings) -> dict[str, int]:
+    """Worker crashes and stalls the profile plans over the run (kind -> count)."""
+    faults = st.profile.get("faults") or {}
+    out = {}
+    for kind, key in WORKER_FAULTS.items():
+        every = float(faults.get(key) or 0.0)
+        if every > 0 and st.duration > 0:
+            out[kind] = int(st.duration // every)
+    return out
+
+
+def latency_sample(s: RunState) -> np.ndarray:
+    """SLI-2's sample: every terminal task's latency and, once the run has ended, the age of every
+    task still PENDING or IN_PROGRESS (at least that long: the slowest tasks do not drop out)."""
+    lat, _end = s.samples.arrays()
+    if s.finished is None:
+        return lat
+    ages = [s.last_t - rec.enq for rec in s.open.values()
+            if rec.enq is not None and rec.state in ("PENDING", "IN_PROGRESS")]
+    return np.concatenate([lat, np.array(ages, dtype=np.float64)]) if ages else lat
+
+
+def _row(name: str, target: Any, op: str, measured: Any, met: bool | None, note: str,
+         required: bool = True) -> dict[str, Any]:
+    """One SLO row: `pass` True / False, or None when not exercised (no data). `required`: a run
+    cannot PASS while this row is not exercised (the profile planned what feeds it)."""
+    status = "not exercised" if met is None else ("pass" if met else "fail")
+    return {"name": name, "target": target, "op": op, "measured": measured, "pass": met, "status": status,
+            "required": required, "note": note}
+
+
 def slo_table(st: Settings, s: RunState, lat: np.ndarray | None = None,
               head: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """One row per SLO of the profile: name, target, measured, pass. `lat` (the latency sample)
-    and `head` (its headline) when the caller has them already."""
+    """One row per SLO of the profile: name, target, measured, pass (None: not exercised). `lat`
+    (the latency sample) and `head` (its headline) when the caller has them already."""
     if lat is None:
-        lat, _end = s.samples.arrays()
+        lat = latency_sample(s)
     head = head or headline(s, lat)
     slo = st.profile.get("slo") or {}
     done, failed = s.counts["DONE"], s.counts["FAILED"]
+    worker_faults = planned_worker_faults(st)
     rows = []
     success = head["success"]
     target = float(slo.get("success", 0.0))
-    rows.append({"name": "SLI-1 success (DONE / (DONE + FAILED))", "target": target, "op": ">=",
-                 "measured": success, "pass": success is not None and success >= target,
-                 "note": f"{done:,}/{done + failed:,}" if success is not None else "no DONE/FAILED task"})
+    rows.append(_row("SLI-1 success (DONE / (DONE + FAILED))", target, ">=", success,
+                     None if success is None else success >= target,
+                     f"{done:,}/{done + failed:,}" if success is not None else "no DONE/FAILED task: not exercised"))
     p95 = head["p95"]
     target = float(slo.get("p95", math.inf))
-    rows.append({"name": "SLI-2 p95 arrival->terminal (soak s)", "target": target, "op": "<=",
-                 "measured": p95, "pass": p95 is not None and p95 <= target,
-                 "note": f"{len(lat):,} tasks" if p95 is not None else "no terminal task"})
+    rows.append(_row("SLI-2 p95 arrival->terminal (soak s)", target, "<=", p95, None if p95 is None else p95 <= target,
+                     f"{len(lat):,} tasks" if p95 is not None else "no terminal task: not exercised"))
     want = float(slo.get("lease_recovery") or 0.0)
     if want > 0:
         rec = lease_recovery(st, s)
-        rows.append({"name": "Lease-timeout recovery", "target": want, "op": ">=", "measured": rec["rate"],
-                     "pass": rec["rate"] is None or rec["rate"] >= want,
-                     "note": (f"{rec['recovered']:,}/{rec['judged']:,}" if rec["rate"] is not None
-                              else "no lease expired: not exercised")})
+        planned = ", ".join(f"{n} {kind.replace('_', ' ')}es" if kind == "worker_crash" else f"{n} {kind.replace('_', ' ')}s"
+                            for kind, n in worker_faults.items() if n)
+        rows.append(_row("Lease-timeout recovery", want, ">=", rec["rate"],
+                         None if rec["rate"] is None else rec["rate"] >= want,
+                         f"{rec['recovered']:,}/{rec['judged']:,}" if rec["rate"] is not None else
+                         "no lease expired: not exercised" + (f" although the profile planned {planned}" if planned
+                                                              else ""),
+                         required=any(worker_faults.values())))
     allowed = int(slo.get("max_duplicates") or 0)
     actual = len({d["key"] for d in s.duplicates})
-    rows.append({"name": "SLI-4 actual duplicate executions", "target": allowed, "op": "<=", "measured": actual,
-                 "pass": actual <= allowed, "note": f"{sum(s.dispatch.values()):,} duplicate dispatches"})
+    side = s.side_effects
+    seen = side["applied"] + side["deduped"]
+    note = (f"{side['applied']:,} side effects applied, {side['deduped']:,} duplicates stopped downstream; "
+            f"{sum(s.dispatch.values()):,} duplicate dispatches")
+    rows.append(_row("SLI-4 actual duplicate executions", allowed, "<=", actual,
+                     actual <= allowed if (seen or actual) else None,
+                     note if seen or actual else "no side effect reported by the handler: not exercised",
+                     required=bool(worker_faults.get("worker_stall"))))
     return rows
 
 
 def verdict(st: Settings, s: RunState, aborts: list[Abort], aborted: bool = False,
-            slo: list[dict[str, Any]] | None = None) -> str:
+            slo: list[dict[str, Any]] | None = None, final: bool = False) -> str:
     """ABORTED when a rule tripped (live or on replay) or the log records an abort; STOPPED when
     the log records `run_stopped` (the run did not drain, its open tasks were never judged);
-    else FAIL when an SLO is missed, PASS when every SLO is met."""
+    INCOMPLETE when the run reached its end (`final`, or `run_finished` in the log) with tasks
+    still PENDING or IN_PROGRESS; else FAIL when an SLO is missed or a required SLO was not
+    exercised, PASS when every SLO is met."""
     logged = (s.finished or {}).get("verdict")
     if aborted or aborts or logged == "ABORTED":
         return "ABORTED"
     if s.stopped is not None or logged == "STOPPED":
         return "STOPPED"
-    return "PASS" if all(row["pass"] for row in (slo if slo is not None else slo_table(st, s))) else "FAIL"
+    ended = final or s.finished is not None
+    if logged == "INCOMPLETE" or (ended and s.counts["PENDING"] + s.counts["IN_PROGRESS"] > 0):
+        return "INCOMPLETE"
+    rows = slo if slo is not None else slo_table(st, s)
+    if any(row["pass"] is False or (row["pass"] is None and row["required"]) for row in rows):
+        return "FAIL"
+    return "PASS"
+
+
+def open_tasks(s: RunState, limit: int = 20) -> dict[str, Any]:
+    """Tasks still PENDING or IN_PROGRESS at the end of the log, the oldest first, with their age
+    (soak seconds since they should have arrived)."""
+    rows = sorted(((task, rec) for task, rec in s.open.items() if rec.state in ("PENDING", "IN_PROGRESS")),
+                  key=lambda p: (p[1].enq if p[1].enq is not None else p[1].due, p[0]))
+    return {"count": len(rows), "oldest": [
+        {"task": task, "state": rec.state, "attempt": rec.attempt,
+         "age": None if rec.enq is None else round(s.last_t - rec.enq, 3)} for task, rec in rows[:limit]]}
 
 
 # --- SLI figures --------------------------------------------------------------------------
@@ -133,11 +195,7 @@ def _faults(st: Settings, s: RunState) -> list[dict[str, Any]]:
     for name in ("db_lock", "duplicate_enqueue", "guardrail", "persistent"):
         if name in planned_faults:
             kinds_planned[name] = planned_faults[name]
-    prof_faults = st.profile.get("faults") or {}
-    for kind, key in WORKER_FAULTS.items():
-        every = float(prof_faults.get(key) or 0.0)
-        if every > 0 and st.duration > 0:
-            kinds_planned[kind] = int(st.duration // every)
+    kinds_planned.update(planned_worker_faults(st))
     open_by_kind: dict[str, dict[str, int]] = {}
     for rec in s.open.values():
         if rec.faults:
@@ -165,8 +223,31 @@ def _faults(st: Settings, s: RunState) -> list[dict[str, Any]]:
         if kind == "guardrail":
             row["blocked_events"] = s.guard["blocked"]
             row["replanned"] = s.guard["replanned"]
+        row["not_injected"] = _not_injected(kind, row, s)
         rows.append(row)
     return rows
+
+
+SYNTHETIC = "orchestrator.handlers:synthetic"
+HANDLER_FAULTS = TRANSIENT_CLASSES | {"db_lock", "guardrail"}  # raised by the synthetic handler itself
+
+
+def _not_injected(kind: str, row: dict[str, Any], s: RunState) -> str | None:
+    """Why fewer faults were injected than planned (None: as planned, or nothing planned)."""
+    planned, injected = row["planned"], row["injected"]
+    if not planned or injected is None or injected >= planned:
+        return None
+    lacking = f"{planned - injected:,} of {planned:,} planned not injected"
+    handlers = sorted(h for h in s.handlers if h)
+    if kind in HANDLER_FAULTS and handlers and SYNTHETIC not in handlers:
+        return f"{lacking}: the handler ({', '.join(handlers)}) does not obey planned faults; only {SYNTHETIC} does"
+    if s.stopped is not None or s.log_aborts or (s.finished or {}).get("verdict") in ("ABORTED", "STOPPED"):
+        return f"{lacking}: the run ended before they were due"
+    if kind in WORKER_FAULTS:
+        return f"{lacking}: no worker held a lease when one was due"
+    if kind == "db_lock":
+        return f"{lacking}: the chaos agent did not hold the lock (not running, or its asker gave up)"
+    return lacking
 
 
 def _observed_what(kind: str) -> str:
@@ -264,7 +345,7 @@ def headline(s: RunState, lat: np.ndarray | None = None) -> dict[str, Any]:
     cheaply (the progress view): `build` walks every open task and every per-minute series, tens
     of milliseconds late in a 72h run (with the GIL held, so the supervisor's jobs wait)."""
     if lat is None:
-        lat, _end = s.samples.arrays()
+        lat = latency_sample(s)
     done, failed = s.counts["DONE"], s.counts["FAILED"]
     return {"success": _rate(done, done + failed), "p95": _pct(lat, 95),
             "faults": sum(n for kind, n in s.injected.items() if kind != "persistent")}
@@ -272,8 +353,9 @@ def headline(s: RunState, lat: np.ndarray | None = None) -> dict[str, Any]:
 
 def build(st: Settings, s: RunState, aborts: list[Abort], tripped: set[int]) -> dict[str, Any]:
     """Every figure of the summary (docs/sli.md, "Figures")."""
-    lat, end = s.samples.arrays()
-    head = headline(s, lat)
+    lat, end = s.samples.arrays()  # terminal tasks, with their end times (series, checkpoints)
+    sample = latency_sample(s)  # SLI-2: with the open tasks' ages once the run has ended
+    head = headline(s, sample)
     header = st.header
     counts = s.counts
     done, failed = counts["DONE"], counts["FAILED"]
@@ -305,11 +387,13 @@ def build(st: Settings, s: RunState, aborts: list[Abort], tripped: set[int]) -> 
                    "foreign": s.foreign},
         "sli1": {"done": done, "failed": failed, "success": head["success"],
                  "manual_done": manual_done, "manual_failed": manual_failed},
-        "sli2": _latency(lat, head["p95"]),
+        "sli2": {**_latency(sample, head["p95"]), "open_counted": int(len(sample) - len(lat))},
         "arrival_lag": _arrival_lag(st, s),
         "sli3": {"tasks": s.sli3["tasks"], "done": s.sli3["done"], "failed": s.sli3["tasks"] - s.sli3["done"],
                  "rate": _rate(s.sli3["done"], s.sli3["tasks"]), "still_open": open_transient},
         "sli4": {"actual": len(actual), "keys": actual[:20], "extra_executions": len(s.duplicates),
+                 "side_effects": s.side_effects["applied"], "stopped": s.side_effects["deduped"],
+                 "stopped_examples": s.deduped[:10],
                  "duplicates": s.duplicates[:20], "dispatches": dispatches, "breakdown": dict(s.dispatch),
                  "stale_by_call": dict(sorted(s.stale_by_call.items())),
                  "ratio": _rate(len(actual), dispatches)},
@@ -330,7 +414,8 @@ def build(st: Settings, s: RunState, aborts: list[Abort], tripped: set[int]) -> 
         "workers": {"planned": header.get("workers"), **s.workers},
         "wind_down": dict(s.after_close),
         "series": series,
-        "slo": slo_table(st, s, lat, head),
+        "slo": slo_table(st, s, sample, head),
+        "open_tasks": open_tasks(s),
     }
     figures["verdict"] = verdict(st, s, aborts, slo=figures["slo"])
     return figures

@@ -179,10 +179,13 @@ class Fold:
         rec = s.open.pop(task, None) if pop else s.open.get(task)
         return rec or self.book.adopt(task, ev, pop=pop)
 
-    def _duplicate(self, key: str, task: str, t: float) -> None:
+    def _duplicate(self, key: str, task: str, t: float, **what: Any) -> None:
+        """An actual duplicate execution: a second `completed` of a key (`via` completed: the
+        schema forbids it) or a second side effect applied downstream (`via` side_effect)."""
+        entry = {"key": key, "task": task, "t": t, "via": "completed", **what}
         if len(self.state.duplicates) < LISTED:
-            self.state.duplicates.append({"key": key, "task": task, "t": t})
-        self.rules.duplicate(self.state, key, task, t)
+            self.state.duplicates.append(entry)
+        self.rules.duplicate(self.state, entry)
 
     def _malformed(self, ev: Any, exc: Exception) -> LogError:
         where = f"event #{self.state.events}"
@@ -201,6 +204,7 @@ class Fold:
             "closed_done": self._on_operator, "closed_failed": self._on_operator,
             "worker_started": self._on_worker, "worker_exited": self._on_worker,
             "worker_restarted": self._on_worker, "fault_injected": self._on_fault,
+            "side_effect_applied": self._on_side_effect, "side_effect_deduped": self._on_side_effect,
             "checkpoint": self._on_checkpoint, "run_resumed": self._on_resumed, "abort": self._on_abort,
             "run_stopped": self._on_stopped, "run_finished": self._on_finished, "run_started": self._on_header,
         }
@@ -342,6 +346,8 @@ class Fold:
         s = self.state
         name = ev["event"]
         s.workers[name.split("_", 1)[1]] += 1
+        if name == "worker_started" and ev.get("handler"):
+            s.handlers.add(str(ev["handler"]))
         self._wind_down(name)
         if name == "worker_restarted":
             kind = s.faulted_workers.get(ev.get("worker") or "")
@@ -357,6 +363,23 @@ class Fold:
             self._touch(s.open.get(task) or s.reopenable.get(task), kind)
         elif ev.get("worker"):
             s.faulted_workers[ev["worker"]] = kind
+
+    def _on_side_effect(self, ev, t, seq) -> None:
+        s = self.state
+        key = ev["key"]
+        what = {"task": ev["task"], "epoch": ev.get("epoch"), "worker": ev.get("worker"), "t": t, "seq": seq,
+                "downstream": ev.get("downstream")}
+        if ev["event"] == "side_effect_deduped":
+            s.side_effects["deduped"] += 1
+            if len(s.deduped) < LISTED:
+                s.deduped.append({"key": key, **what})
+            return
+        s.side_effects["applied"] += 1
+        first = s.applied.get(key)
+        if first is None:
+            s.applied[key] = what
+        else:
+            self._duplicate(key, ev["task"], t, via="side_effect", first=first, second=what)
 
     def _on_checkpoint(self, ev, t, seq) -> None:
         keep = ("hour", "counts", "errors", "in_flight", "lock_retries", "oldest_pending_age", "expired_leases")

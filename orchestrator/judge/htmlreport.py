@@ -13,15 +13,21 @@ from typing import Any, Iterable
 
 from orchestrator.judge import svg
 from orchestrator.judge.aborts import RULE_TITLES
-from orchestrator.judge.reporttext import both, measured_text, num, pct, secs, soak_clock, target_text
+from orchestrator.judge.reporttext import (
+    VERDICT_TEXT,
+    both,
+    measured_text,
+    missed_slos,
+    num,
+    pct,
+    secs,
+    slo_result,
+    soak_clock,
+    target_text,
+)
 
-VERDICT_TEXT = {
-    "PASS": "every SLO met and no abort rule tripped",
-    "FAIL": "the run ended, but at least one SLO was missed (see the SLO table)",
-    "ABORTED": "an abort rule tripped and the soak was stopped (see Aborts and incidents)",
-    "STOPPED": "the run was stopped before it drained: it proves nothing either way",
-}
-VERDICT_COLOR = {"PASS": "#1a7f37", "FAIL": "#b35900", "ABORTED": "#cf222e", "STOPPED": "#57606a"}
+VERDICT_COLOR = {"PASS": "#1a7f37", "FAIL": "#b35900", "INCOMPLETE": "#9a6700", "ABORTED": "#cf222e",
+                 "STOPPED": "#57606a"}
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#1f2328;padding:0 16px}
@@ -57,7 +63,7 @@ def _verdict(f: dict[str, Any]) -> str:
     verdict, run = f["verdict"], f["run"]
     out = [f'<h2>Verdict</h2><p><span class="verdict" id="verdict" style="background:{VERDICT_COLOR[verdict]}">'
            f"{esc(verdict)}</span> {esc(VERDICT_TEXT[verdict])}.</p>"]
-    missed = [row["name"] for row in f["slo"] if not row["pass"]]
+    missed = missed_slos(f)
     if missed:
         out.append(f"<p>SLOs missed: {esc(', '.join(missed))}.</p>")
     for a in f["aborts"]:
@@ -86,7 +92,8 @@ def _slo(f: dict[str, Any]) -> str:
     fail = ' class="fail"'
     rows = "".join(
         f"<tr><td>{esc(r['name'])}</td><td>{esc(target_text(r))}</td><td>{esc(measured_text(r))}</td>"
-        f"<td{'' if r['pass'] else fail}>{'pass' if r['pass'] else 'FAIL'}</td></tr>" for r in f["slo"])
+        f"<td{'' if r['pass'] is not False else fail}>{esc(slo_result(r).replace('**', ''))}</td></tr>"
+        for r in f["slo"])
     return ('<h2>SLOs</h2><table id="slo"><tr><th>SLO</th><th>target</th><th>measured</th><th>result</th></tr>'
             + rows + "</table>")
 
@@ -147,7 +154,9 @@ def _storms(f: dict[str, Any]) -> str:
 
 
 def _faults(f: dict[str, Any]) -> str:
-    rows = [(r["kind"], num(r["planned"]), num(r["injected"]), f"{r['observed']:,} {r['observed_what']}",
+    rows = [(r["kind"], num(r["planned"]),
+             num(r["injected"]) + (f" ({r['not_injected']})" if r.get("not_injected") else ""),
+             f"{r['observed']:,} {r['observed_what']}",
              f"{r['done']:,} DONE, {r['failed']:,} FAILED") for r in f["faults"]]
     return "<h2>Faults: planned vs injected vs observed</h2>" + table(
         ["fault", "planned", "injected", "observed", "recovery"], rows, "faults")

@@ -136,8 +136,16 @@ def _impact(abort: Abort, f: dict[str, Any]) -> list[str]:
                    f"{fig.get('failed')} FAILED of {(fig.get('done') or 0) + (fig.get('failed') or 0)} tasks "
                    f"(success {pct(fig.get('success'))}).")
     elif abort.rule == DUPLICATE_EXECUTION:
-        out.append(f"- Key `{fig.get('key')}` had its effect committed more than once: the no-duplicate invariant "
-                   "was broken.")
+        if fig.get("via") == "side_effect":
+            out.append(f"- Key `{fig.get('key')}` had its side effect applied downstream twice: the "
+                       "no-duplicate invariant was broken where a real caller would see it.")
+            for which in ("first", "second"):
+                a = fig.get(which) or {}
+                out.append(f"  - {which}: {a.get('task')} epoch {a.get('epoch')} by worker {a.get('worker')} at soak "
+                           f"{soak_clock(a.get('t'))} (seq {a.get('seq')}, downstream {a.get('downstream') or '-'}).")
+        else:
+            out.append(f"- Key `{fig.get('key')}` had its effect committed more than once: the no-duplicate "
+                       "invariant was broken.")
     elif abort.rule == TRANSITION_STALL:
         out.append(f"- No task changed state from soak {soak_clock(fig.get('last_transition_t'))}; "
                    f"{fig.get('pending')} PENDING and {fig.get('in_progress')} IN_PROGRESS tasks waited.")
@@ -173,6 +181,13 @@ def _cause(abort: Abort, f: dict[str, Any]) -> list[str]:
                 f"- Retry-storm groups: {storms}. Faults injected: {injected}.",
                 "- Likely: failures concentrated in the window beyond what the fault plan explains; confirm by "
                 "reading the evidence tasks' events. **To be confirmed.**"]
+    if abort.rule == DUPLICATE_EXECUTION and fig.get("via") == "side_effect":
+        first, second = fig.get("first") or {}, fig.get("second") or {}
+        return [f"- Epoch {first.get('epoch')} and epoch {second.get('epoch')} of `{fig.get('key')}` both performed "
+                f"the side effect and the downstream ({second.get('downstream') or 'the handler'}) accepted both; "
+                f"duplicates the downstream stopped in the run: {f['sli4']['stopped']:,}.",
+                "- Likely: a worker stalled past its lease and woke up to finish its work while the new holder "
+                "did the same, and the downstream does not dedupe by the idempotency key. **To be confirmed.**"]
     if abort.rule == DUPLICATE_EXECUTION:
         return [f"- Key `{fig.get('key')}` was completed again by {fig.get('task')} although an effect existed; "
                 f"duplicate dispatches in the run: {f['sli4']['dispatches']:,} "

@@ -17,19 +17,25 @@ from orchestrator.judge import charts
 from orchestrator.judge.aborts import RULE_TITLES
 from orchestrator.judge.htmlreport import render_html
 from orchestrator.judge.incident import write_incident
-from orchestrator.judge.reporttext import both, measured_text, num, pct, secs, soak_clock, table, target_text
+from orchestrator.judge.reporttext import (
+    VERDICT_TEXT,
+    both,
+    measured_text,
+    missed_slos,
+    num,
+    pct,
+    secs,
+    slo_result,
+    soak_clock,
+    table,
+    target_text,
+)
 
 if TYPE_CHECKING:
     from orchestrator.judge.sli import Aggregator
 
 __all__ = ["write_summary", "write_incident", "render_summary"]
 
-VERDICT_TEXT = {
-    "PASS": "every SLO met and no abort rule tripped",
-    "FAIL": "the run ended, but at least one SLO was missed (see the SLO table)",
-    "ABORTED": "an abort rule tripped and the soak was stopped (see Aborts and incidents)",
-    "STOPPED": "the run was stopped before it drained: it proves nothing either way",
-}
 
 
 def write_summary(agg: Aggregator, out_dir: Path, *, log_path: Path | None = None,
@@ -93,9 +99,12 @@ def render_summary(f: dict[str, Any], *, log_path: Path | None = None, incidents
 def _verdict(f: dict[str, Any]) -> list[str]:
     verdict, run = f["verdict"], f["run"]
     out = [f"## Verdict: **{verdict}**", "", f"{verdict}: {VERDICT_TEXT[verdict]}."]
-    missed = [row["name"] for row in f["slo"] if not row["pass"]]
+    missed = missed_slos(f)
     if missed:
         out.append(f"SLOs missed: {', '.join(missed)}.")
+    if f["open_tasks"]["count"] and f["run"]["complete"]:
+        out.append(f"{f['open_tasks']['count']:,} tasks were still PENDING or IN_PROGRESS at the end (listed under "
+                   "Open tasks at the end; counted in SLI-2 at their age).")
     for abort in f["aborts"]:
         out.append(f"Abort rule {abort['rule']} ({RULE_TITLES.get(abort['rule'], abort['name'])}) at soak "
                    f"{soak_clock(abort['t'])} ({abort['source']}).")
@@ -147,8 +156,7 @@ def _settings(prof: dict[str, Any], prefix: str = "") -> list[str]:
 
 
 def _slo(f: dict[str, Any]) -> list[str]:
-    rows = [(row["name"], target_text(row), measured_text(row), "pass" if row["pass"] else "**FAIL**")
-            for row in f["slo"]]
+    rows = [(row["name"], target_text(row), measured_text(row), slo_result(row)) for row in f["slo"]]
     return ["## SLOs", ""] + table(["SLO", "target", "measured", "result"], rows) + [""]
 
 
@@ -179,8 +187,10 @@ def _slis(f: dict[str, Any]) -> list[str]:
     still = f", {s3['still_open']:,} still open" if s3["still_open"] else ""
     out.append(f"- **SLI-3 transient recovery**: {s3['done']:,} of {s3['tasks']:,} tasks with a transient "
                f"`retry_scheduled` ended DONE ({pct(s3['rate'])}); {s3['failed']:,} ended FAILED{still}.")
-    out.append(f"- **SLI-4 duplicates**: **{s4['actual']} actual duplicate executions** (keys with more than one "
-               f"`completed`) against {s4['dispatches']:,} duplicate dispatches = {b['duplicate_enqueue']:,} "
+    out.append(f"- **SLI-4 duplicates**: **{s4['actual']} actual duplicate executions** (keys whose side effect was "
+               f"applied downstream more than once, or with more than one `completed`), of {s4['side_effects']:,} side "
+               f"effects applied; **{s4['stopped']:,} duplicates stopped** (attempts the downstream refused by key); "
+               f"against {s4['dispatches']:,} duplicate dispatches = {b['duplicate_enqueue']:,} "
                f"duplicate enqueues + {b['stale_complete']:,} stale completions rejected + "
                f"{b['idempotency_skip']:,} idempotency skips + {b['re_lease']:,} re-leases after expiry.")
     if s4["stale_by_call"]:
@@ -210,6 +220,16 @@ def _states(f: dict[str, Any]) -> list[str]:
     out.append(f"- Still open at the end: {s['open']:,} ({s['PENDING']:,} PENDING, {s['IN_PROGRESS']:,} IN_PROGRESS).")
     if s["foreign"]:
         out.append(f"- {s['foreign']:,} tasks appear without their `enqueued` in this log (no latency for them).")
+    ot = f["open_tasks"]
+    if ot["count"]:
+        out += ["", "### Open tasks at the end", "",
+                f"{ot['count']:,} tasks PENDING or IN_PROGRESS when the log ends, the oldest first (age: soak "
+                "seconds since they should have arrived)" + (f"; SLI-2 counts {f['sli2']['open_counted']:,} of them at "
+                                                             "their age" if f["sli2"]["open_counted"] else "") + ".", ""]
+        out += table(["task", "state", "attempt", "age"],
+                     [(r["task"], r["state"], r["attempt"], secs(r["age"])) for r in ot["oldest"]])
+        if ot["count"] > len(ot["oldest"]):
+            out.append(f"\n(+{ot['count'] - len(ot['oldest']):,} more)")
     return out + [""]
 
 
@@ -255,8 +275,8 @@ def _faults(f: dict[str, Any]) -> list[str]:
     rows = []
     for r in f["faults"]:
         recovery = _recovery(r, f)
-        rows.append((r["kind"], num(r["planned"]), num(r["injected"]), f"{r['observed']:,} {r['observed_what']}",
-                     recovery))
+        injected = num(r["injected"]) + (f" ({r['not_injected']})" if r.get("not_injected") else "")
+        rows.append((r["kind"], num(r["planned"]), injected, f"{r['observed']:,} {r['observed_what']}", recovery))
     out = ["## Faults: planned vs injected vs observed", "",
            "Planned comes from the run's manifest (tasks planned to meet the fault; worker faults: the profile's "
            "interval over the duration), injected from `fault_injected` events, observed from the errors and "
@@ -266,7 +286,8 @@ def _faults(f: dict[str, Any]) -> list[str]:
 
 def _recovery(r: dict[str, Any], f: dict[str, Any]) -> str:
     if r["kind"] == "duplicate_enqueue":
-        return f"{f['sli4']['actual']} actual duplicate executions"
+        return (f"{f['sli4']['actual']} actual duplicate executions; {f['sli4']['stopped']:,} duplicate side "
+                "effects stopped downstream")
     if r["kind"] == "persistent":
         return f"{f['retry_storms']['tasks']:,} FAILED at max attempts (expected)"
     parts = [f"{r['done']:,} DONE", f"{r['failed']:,} FAILED"]

@@ -89,3 +89,27 @@ def measured_text(row: dict[str, Any]) -> str:
     if "p95" in name:
         return f"{value:,.1f} s ({row['note']})"
     return f"{value} ({row['note']})"
+
+
+VERDICT_TEXT = {
+    "PASS": "every SLO met and no abort rule tripped",
+    "FAIL": "the run ended, but at least one SLO was missed or not exercised although the profile planned "
+            "what feeds it (see the SLO table)",
+    "INCOMPLETE": "the run reached its end with tasks still PENDING or IN_PROGRESS: it is not a pass "
+                  "(see Open tasks at the end)",
+    "ABORTED": "an abort rule tripped and the soak was stopped (see Aborts and incidents)",
+    "STOPPED": "the run was stopped before it drained: it proves nothing either way",
+}
+
+
+def slo_result(row: dict[str, Any]) -> str:
+    """The result cell of an SLO row: pass, FAIL, or not exercised (and whether that blocks a PASS)."""
+    if row["pass"] is None:
+        return "**not exercised** (blocks PASS)" if row.get("required") else "not exercised"
+    return "pass" if row["pass"] else "**FAIL**"
+
+
+def missed_slos(f: dict[str, Any]) -> list[str]:
+    """The SLO rows that keep the run from passing: missed, or required and not exercised."""
+    return [row["name"] + (" (not exercised)" if row["pass"] is None else "") for row in f["slo"]
+            if row["pass"] is False or (row["pass"] is None and row.get("required"))]

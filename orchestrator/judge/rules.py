@@ -54,9 +54,17 @@ class Rules:
                 else f"seq went back: expected {expected}, got {seq}")
         self.trip(make(LOG_MISSING, t, {"reason": what, "expected": expected, "got": seq}))
 
-    def duplicate(self, state: RunState, key: str, task: str, t: float) -> None:
-        self.trip(make(DUPLICATE_EXECUTION, t, {
-            "key": key, "task": task, "actual_duplicates": len({d["key"] for d in state.duplicates})}, [task]))
+    def duplicate(self, state: RunState, entry: dict[str, Any]) -> None:
+        """Rule 2: an actual duplicate execution (`entry`: key, task, t, via, and for a side effect
+        applied twice the first and the second application)."""
+        figures = {"key": entry["key"], "task": entry["task"], "via": entry["via"],
+                   "actual_duplicates": len({d["key"] for d in state.duplicates})}
+        evidence = [entry["task"]]
+        for which in ("first", "second"):
+            if which in entry:
+                figures[which] = dict(entry[which])
+                evidence.append(entry[which]["task"])
+        self.trip(make(DUPLICATE_EXECUTION, entry["t"], figures, list(dict.fromkeys(evidence))))
 
     def guard_not_blocked(self, ev: dict[str, Any], task: str, t: float) -> None:
         self.trip(make(GUARDRAIL_NOT_BLOCKED, t, {

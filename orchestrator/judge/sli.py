@@ -86,9 +86,10 @@ class Aggregator:
         """One row per SLO of the profile: name, target, measured, pass."""
         return fig.slo_table(self.settings, self.state)
 
-    def verdict(self, aborted: bool = False) -> str:
-        """ABORTED, STOPPED, FAIL or PASS (docs/sli.md, "Verdict")."""
-        return fig.verdict(self.settings, self.state, self.aborts, aborted)
+    def verdict(self, aborted: bool = False, final: bool = False) -> str:
+        """ABORTED, STOPPED, INCOMPLETE, FAIL or PASS (docs/sli.md, "Verdict"). `final`: the run
+        has reached its end (its `run_finished` is about to be written)."""
+        return fig.verdict(self.settings, self.state, self.aborts, aborted, final=final)
 
 
 def aggregate_file(path: str | Path, max_bytes: int = CHUNK) -> Aggregator:

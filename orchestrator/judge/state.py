@@ -110,7 +110,10 @@ class RunState:
     arrival_lag: Samples = field(default_factory=Samples)  # (enqueue t - planned_t, planned_t) per arrival
     sli3: dict[str, int] = _zeros("tasks", "done")
     completed_keys: set[str] = field(default_factory=set)
-    duplicates: list[dict[str, Any]] = field(default_factory=list)
+    applied: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> its first side effect applied
+    side_effects: dict[str, int] = _zeros("applied", "deduped")  # what handlers reported downstream
+    deduped: list[dict[str, Any]] = field(default_factory=list)  # examples of duplicates the downstream stopped
+    duplicates: list[dict[str, Any]] = field(default_factory=list)  # actual duplicate executions (SLI-4)
     dispatch: dict[str, int] = _zeros("duplicate_enqueue", "stale_complete", "idempotency_skip", "re_lease")
     stale_by_call: dict[str, int] = field(default_factory=dict)
     lease: dict[str, int] = _zeros("expirations", "tasks", "done", "failed", "operator")
@@ -132,6 +135,7 @@ class RunState:
     guard: dict[str, int] = _zeros("exceeded", "blocked", "replanned", "oncall")
     pending_guards: dict[str, tuple[int | None, float]] = field(default_factory=dict)
     workers: dict[str, int] = _zeros("started", "exited", "restarted")
+    handlers: set[str] = field(default_factory=set)  # the handler specs the workers ran (`worker_started`)
     after_close: dict[str, int] = field(default_factory=dict)  # events seen after run_stopped / abort
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     resumes: list[dict[str, Any]] = field(default_factory=list)

@@ -41,7 +41,7 @@ from orchestrator.soak.progress import Progress
 from orchestrator.soak.shipper import Shipper, header_line, link_latest, write_header
 
 TTL_WALL_FLOOR = 0.05  # wall seconds: a lease must outlive a WAL checkpoint stall (10-30 ms)
-EXIT_CODES = {"PASS": 0, "FAIL": 1, "STOPPED": 1, "ABORTED": 3}
+EXIT_CODES = {"PASS": 0, "FAIL": 1, "INCOMPLETE": 1, "STOPPED": 1, "ABORTED": 3}
 
 
 def effective_ttl(profile: Profile, speed: float) -> float:
@@ -379,7 +379,7 @@ class Supervisor:
             queue.record("run_stopped", data={"reason": reason or "stopped"})
         self._ship_rest()
         with self.agg_lock:
-            verdict = self.agg.verdict(aborted=bool(self.aborts)) if self.agg else "STOPPED"
+            verdict = self.agg.verdict(aborted=bool(self.aborts), final=True) if self.agg else "STOPPED"
         if reason not in ("finished", "abort", "drain limit"):
             verdict = "STOPPED" if verdict != "ABORTED" else verdict
         queue.record("run_finished", data={"verdict": verdict, "reason": reason})

@@ -82,7 +82,7 @@ def families(snap: dict[str, Any] | None, status: dict[str, Any] | None) -> list
         firing.add_metric([w["name"], f"{w['threshold']:g}"], 1.0 if w["firing"] else 0.0)
     out += [burn, firing]
     verdict = g(P + "verdict", "1 for the verdict so far.", labels=["verdict"])
-    for v in ("PASS", "FAIL", "ABORTED", "STOPPED"):
+    for v in ("PASS", "FAIL", "INCOMPLETE", "ABORTED", "STOPPED"):
         verdict.add_metric([v], 1.0 if snap["verdict"] == v else 0.0)
     out.append(verdict)
     return out

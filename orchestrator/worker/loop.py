@@ -20,6 +20,7 @@ from orchestrator.core.heap import keep_freed_memory
 from orchestrator.core.model import GuardrailExceeded, QueueConfig, classify, describe
 from orchestrator.faults.client import lock_requester
 from orchestrator.handlers.context import LeaseLost, Stopping, TaskContext, load_handler, payload_of
+from orchestrator.handlers.ledger import Ledger
 from orchestrator.queue.sqlfile import q
 from orchestrator.queue.tasks import Lease
 from orchestrator.queue.writes import Queue
@@ -36,6 +37,7 @@ class WorkerConfig:
     idle_exit: float | None = None  # exit after this many idle soak seconds (demos, tests)
     max_tasks: int | None = None
     lock_socket: str | None = None  # the chaos agent's socket (db_lock faults)
+    workdir: str | None = None  # the run's folder: the synthetic downstream's ledger.db lives here
 
 
 class Heartbeats(threading.Thread):
@@ -89,6 +91,7 @@ class Worker:
         self.done = 0
         self.lock_failures = 0
         self.lost: dict[int, threading.Event] = {}  # per held lease: set when it was revoked
+        self.ledger = Ledger(Path(config.workdir) / "ledger.db") if config.workdir else None
 
     def install_signals(self) -> None:
         def on_signal(signum, _frame):
@@ -178,7 +181,20 @@ class Worker:
             probe_write=self._probe_write,
             request_lock=None if self.config.lock_socket is None else
             lock_requester(Path(self.config.lock_socket), self.queue.clock, lease.name),
+            worker=self.config.name, ledger=self.ledger,
+            on_side_effect=lambda applied, downstream, detail: self._side_effect(lease, applied, downstream, detail),
         )
+
+    def _side_effect(self, lease: Lease, applied: bool, downstream: str, detail: str) -> None:
+        """Record what a handler says its side effect did (whether or not the lease still holds)."""
+        data = {"downstream": downstream or None, "detail": detail[:500] or None}
+        try:
+            self.queue.record("side_effect_applied" if applied else "side_effect_deduped", task=lease.task,
+                              key=lease.key, epoch=lease.epoch, attempt=lease.attempt, worker=self.config.name,
+                              data={k: v for k, v in data.items() if v is not None})
+        except DbLockError as exc:  # the side effect happened; only its record is missing
+            self.lock_failures += 1
+            print(f"{self.config.name}: {lease.name}: side effect not recorded: {exc}", file=sys.stderr, flush=True)
 
     def _probe_write(self) -> None:
         """One write with SQLite's busy timeout only, no retries (how db_lock faults surface)."""
@@ -231,3 +247,5 @@ def run_worker(home_db, clock: Clock, queue_config: QueueConfig, config: WorkerC
     finally:
         queue.close()
         beats.close()
+        if worker.ledger is not None:
+            worker.ledger.close()
