@@ -2,8 +2,8 @@
 broken on purpose, reports FAIL with the right evidence (so no drill passes by checking nothing).
 
 Breaks are real: a handler that misbehaves (tests/drill_breakers.py, loaded through the test-only
-ORCH_TEST_UNSAFE_DRILL_HANDLER), the queue's fence switched off (ORCH_TEST_UNSAFE_NO_FENCING), a
-rogue worker that ignores the cap, a refusal that writes."""
+ORCH_TEST_UNSAFE_DRILL_HANDLER), workers whose queue config has the fence off (tests/unfenced_worker.py,
+started by the harness in this process), a rogue worker that ignores the cap, a refusal that writes."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -131,19 +132,53 @@ def test_a_drill_with_a_misbehaving_handler_reports_fail(tmp_path, orch_cmd, cle
     assert "ORCH_TEST_UNSAFE_DRILL_HANDLER" in bad["no test-only unsafe hook active"]
 
 
-def test_worker_stall_without_fencing_reports_the_late_completion(tmp_path, orch_cmd, clean_env):
-    code, report, bad = run_drill(orch_cmd, clean_env, tmp_path, "worker-stall", ORCH_TEST_UNSAFE_NO_FENCING="1")
-    assert code == 1
-    row = bad["late completion rejected"]
+@pytest.fixture
+def unfenced_workers(monkeypatch):
+    """The drill's workers run with the epoch fence off (tests/unfenced_worker.py): injected here
+    through the harness, since no switch of the product turns the fence off."""
+    from orchestrator.drills.harness import Harness
+
+    real = Harness.spawn
+
+    def spawn(self, argv, name, env=None):
+        if argv[1:4] == ["-m", "orchestrator", "worker"]:
+            argv = [argv[0], str(TESTS_DIR / "unfenced_worker.py"), *argv[3:]]
+        return real(self, argv, name, env)
+
+    monkeypatch.setattr(Harness, "spawn", spawn)
+
+
+def test_worker_stall_without_fencing_reports_the_late_completion(tmp_path, unfenced_workers):
+    results, path = run_drills([catalog.get("worker-stall")], str(tmp_path / "home"), 14)
+    assert not results[0].passed
+    row = failing(path.read_text())["late completion rejected"]
     assert "by w1 (epoch 1)" in row and "stale_rejected" not in row.split("—")[0]
     assert re.search(r"evidence: tasks ORCH-1; seqs \d+", row)
 
 
-def test_cancel_midrun_without_fencing_reports_the_effect_of_a_cancelled_task(tmp_path, orch_cmd, clean_env):
-    code, report, bad = run_drill(orch_cmd, clean_env, tmp_path, "cancel-midrun", ORCH_TEST_UNSAFE_NO_FENCING="1")
-    assert code == 1
+def test_cancel_midrun_without_fencing_reports_the_effect_of_a_cancelled_task(tmp_path, unfenced_workers):
+    results, path = run_drills([catalog.get("cancel-midrun")], str(tmp_path / "home"), 14)
+    assert not results[0].passed
+    bad = failing(path.read_text())
     assert bad["ends CANCELLED, no effect"].startswith("DONE, an effect")
     assert re.search(r"seqs \d+", bad["ends CANCELLED, no effect"])
+
+
+def test_the_old_fence_switch_reaches_no_process(tmp_path, orch_cmd, clean_env, monkeypatch):
+    """ORCH_TEST_UNSAFE_NO_FENCING=1 once turned the fence off in `orch worker` and `ops`; it is
+    gone: a worker started with it set still fences, and the drill catches nothing wrong."""
+    from orchestrator.core.model import QueueConfig
+
+    monkeypatch.setenv("ORCH_TEST_UNSAFE_NO_FENCING", "1")
+    assert QueueConfig().fencing is True  # what `ops` and `orch worker` build
+    code, report, bad = run_drill(orch_cmd, clean_env, tmp_path, "worker-stall", ORCH_TEST_UNSAFE_NO_FENCING="1")
+    assert "late completion rejected" not in bad
+    home = tmp_path / "home"
+    started = [orjson.loads(line) for line in next((home / "reports" / "drills").glob("*/worker-stall/events.jsonl"))
+               .read_bytes().splitlines()[1:]]
+    started = [e for e in started if e["event"] == "worker_started"]
+    assert started and all(e["fencing"] is True for e in started)
+    assert bad == {"no test-only unsafe hook active": bad.get("no test-only unsafe hook active")}
 
 
 def test_concurrency_cap_reports_a_rogue_worker_that_ignores_the_cap(tmp_path, monkeypatch):

@@ -131,16 +131,6 @@ def test_bad_start_options_are_refused_with_exit_2_and_no_write(tmp_path, args, 
     assert not (home / "db" / "queue.db").exists()
 
 
-@pytest.mark.parametrize("command", [["start", "--profile", "24h"], ["resume"]])
-def test_a_soak_does_not_run_with_the_fence_switched_off(tmp_path, command):
-    home = tmp_path / "home"
-    out = CliRunner().invoke(orch, ["soak", *command, "--home", str(home)],
-                             env={"ORCH_TEST_UNSAFE_NO_FENCING": "1"})
-    assert out.exit_code == 2, out.output
-    assert out.output.startswith("Error: ORCH_TEST_UNSAFE_NO_FENCING=1 is set"), out.output
-    assert not home.exists()
-
-
 def test_not_toml_is_refused(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text("name = [unclosed")

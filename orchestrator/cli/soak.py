@@ -6,7 +6,6 @@ Heavy modules (numpy, APScheduler, matplotlib) are imported inside the commands,
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -15,7 +14,6 @@ from orchestrator.cli.common import home_option, json_option, print_json
 from orchestrator.cli.render import emit_table
 from orchestrator.core.errors import UsageError
 from orchestrator.core.home import Home
-from orchestrator.core.model import NO_FENCING
 
 SPEED_MAX = 100_000.0
 
@@ -52,7 +50,6 @@ def _finish(outcome) -> None:
               help="Alertmanager-style alerts from the on-call server (implies --serve; repeatable).")
 @home_option
 def start(profile_spec, speed, workers, seed, handler, serve, serve_port, webhooks, home):
-    _refuse_unfenced()
     from orchestrator.cli.serve_cmd import spawn_server, stop_spawned
     from orchestrator.core import profiles
     from orchestrator.soak.control import StartRequest
@@ -74,19 +71,11 @@ def start(profile_spec, speed, workers, seed, handler, serve, serve_port, webhoo
     _finish(outcome)
 
 
-def _refuse_unfenced() -> None:
-    """A soak is evidence that stale workers are fenced: it never runs with the fence switched off."""
-    if os.environ.get(NO_FENCING) == "1":
-        raise UsageError(f"{NO_FENCING}=1 is set: that test-only switch turns the epoch fence off, "
-                         "and a soak does not run without it")
-
-
 @soak.command(help="Continue a run whose supervisor was killed: same run, no arrival lost or doubled.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes (default: the profile's).")
 @click.option("--handler", default="orchestrator.handlers:synthetic", show_default=True)
 @home_option
 def resume(workers, handler, home):
-    _refuse_unfenced()
     from orchestrator.soak.control import resume as resume_run
 
     _finish(resume_run(Home.resolve(home), workers, handler, sys.stdout.isatty()))

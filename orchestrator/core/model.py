@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import socket
@@ -63,7 +62,6 @@ TRANSIENT = frozenset(
     {ErrorClass.TIMEOUT, ErrorClass.RATE_LIMIT, ErrorClass.NETWORK, ErrorClass.SERVER_ERROR, ErrorClass.DB_LOCK}
 )
 DETAIL_MAX = 200
-NO_FENCING = "ORCH_TEST_UNSAFE_NO_FENCING"  # test-only: `1` turns the epoch fence off (QueueConfig.fencing)
 
 
 class TaskError(Exception):
@@ -172,7 +170,7 @@ class QueueConfig:
     inflight_cap: int | None = None  # global cap on IN_PROGRESS tasks (None: no cap)
     writer_queue: bool = True  # queue writers on a kernel lock (flock) before BEGIN IMMEDIATE
     # TEST-ONLY: False lets `complete` skip the epoch fence, so the drills' tests can show that a
-    # drill reports FAIL when fencing is broken. Only ORCH_TEST_UNSAFE_NO_FENCING=1 turns it off;
-    # a drill run with any ORCH_TEST_UNSAFE_* variable set cannot pass, and `orch soak start`
-    # refuses to run with it (docs/drills.md).
-    fencing: bool = field(default_factory=lambda: os.environ.get(NO_FENCING) != "1")
+    # drill reports FAIL when fencing is broken. Nothing in the product sets it (no option, no
+    # environment variable): only a test builds such a config, through this API, and every
+    # worker records its value in `worker_started` (docs/drills.md).
+    fencing: bool = True

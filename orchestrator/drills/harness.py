@@ -2,9 +2,9 @@
 worker processes, a monitor that reaps, ships the event log and feeds the SLI aggregator, and
 the operator actions it takes. `Harness.finish` stops what it started (by PID) and checks.
 
-Test-only hooks (never set them in a real run; a drill with one set cannot pass):
+Test-only hook (never set it in a real run; a drill with any ORCH_TEST_UNSAFE_* set cannot pass):
   ORCH_TEST_UNSAFE_DRILL_HANDLER=module:function  every worker the drill starts runs this handler
-  ORCH_TEST_UNSAFE_NO_FENCING=1                   workers' completions skip the epoch fence (model.py)
+No switch turns a guard off: a test that needs unfenced workers builds them through the API.
 """
 
 from __future__ import annotations

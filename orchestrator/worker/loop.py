@@ -120,7 +120,7 @@ class Worker:
 
     def run(self) -> int:
         cfg, queue, clock = self.config, self.queue, self.queue.clock
-        self._record("worker_started", handler=cfg.handler)
+        self._record("worker_started", handler=cfg.handler, fencing=queue.config.fencing)
         self.heartbeats.start()
         idle_since = clock.now()
         last_reap = float("-inf")
