@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Runs `ops` from a checkout: python3 ops.py ..."""
-import os
 import sys
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from orchestrator.cli.ops import ops  # noqa: E402
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from orchestrator.cli.entry import run  # noqa: E402  (standard library only)
 
 if __name__ == "__main__":
-    ops(prog_name="ops")
+    run("orchestrator.cli.ops", "ops", ROOT)

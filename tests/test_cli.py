@@ -69,7 +69,7 @@ def test_operator_sequence_with_exact_messages(seeded, db_path):
     steps = [
         (["ops", "cancel", "--id", "ORCH-1"], "ORCH-1: cancel by kim -> CANCELLED\n"),
         (["ops", "replan", "--id", "ORCH-1", "--notes", "split workload", "--budget", "3.5"],
-         "ORCH-1: replan by kim -> CANCELLED\n"),
+         "ORCH-1: plan recorded by kim (still CANCELLED); run `ops retry --id ORCH-1` to run it\n"),
         (["ops", "retry", "--id", "ORCH-1", "--notes", "plan ready"], "ORCH-1: retry by kim -> PENDING\n"),
         (["orch", "fail", "--id", "ORCH-1", "--notes", "gave up"], "ORCH-1: fail by kim -> FAILED\n"),
     ]
@@ -334,7 +334,7 @@ def test_runbook_lines_run_verbatim(repo, tmp_path, clean_env):
         ("python3 automation/orchestrator/ops.py status", None),
         ("python3 automation/orchestrator/ops.py cancel --id ORCH-1", f"ORCH-1: cancel by {actor} -> CANCELLED\n"),
         ('python3 automation/orchestrator/ops.py replan --id ORCH-1 --notes "DB lock hotspot, split workload"',
-         f"ORCH-1: replan by {actor} -> CANCELLED\n"),
+         f"ORCH-1: plan recorded by {actor} (still CANCELLED); run `ops retry --id ORCH-1` to run it\n"),
         ("python3 automation/orchestrator/ops.py retry --id ORCH-1", f"ORCH-1: retry by {actor} -> PENDING\n"),
         ('python3 automation/orchestrator/orch.py done --id ORCH-1 --notes "incident mitigated"',
          f"ORCH-1: done by {actor} -> DONE\n"),
@@ -373,3 +373,14 @@ def test_runbook_lines_run_verbatim(repo, tmp_path, clean_env):
     status = runbook(repo, home, "python3 automation/orchestrator/ops.py status", clean_env)
     assert status.returncode == 0 and "Recent operator actions:" in status.stdout
     assert "incident mitigated" in status.stdout and "closed_failed" in status.stdout
+
+
+def test_status_of_one_task_shows_each_events_detail(seeded, db_path):
+    with Queue(db_path) as queue:
+        lease = queue.lease("w1")[0]
+        queue.fail(lease.task, lease.epoch, "w1", "server_error", "HTTP 503: upstream said no capacity in eu-1")
+    r = invoke(at(seeded, ["ops", "status", "--id", "ORCH-1"]))
+    assert r.exit_code == 0
+    assert "detail" in r.stdout.splitlines()[2]
+    row = next(line for line in r.stdout.splitlines() if "retry_scheduled" in line)
+    assert "HTTP 503: upstream said no capacity in eu-1" in row

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Runs `orch` as the runbook does: python3 automation/orchestrator/orch.py ..."""
-import os
 import sys
+from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from orchestrator.cli.orch import orch  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from orchestrator.cli.entry import run  # noqa: E402  (standard library only)
 
 if __name__ == "__main__":
-    orch(prog_name="orch")
+    run("orchestrator.cli.orch", "orch", ROOT)

@@ -68,9 +68,13 @@ def _act(action: str, task: str, home: str | None, actor: str | None, notes: str
     task_id = task_id_arg(task)
     who = resolve_actor(actor)
     with open_queue(home) as queue:
+        before = queue.get(task_id).state
         after = queue.operate(action, task_id, actor=who, notes=notes, budget=budget)
     if as_json:
         print_json(_task_doc(after))
+    elif action == "replan" and after.state == before:  # CANCELLED / FAILED: the plan waits for retry
+        click.echo(f"{after.name}: plan recorded by {who} (still {after.state.value}); "
+                   f"run `ops retry --id {after.name}` to run it")
     else:
         click.echo(f"{after.name}: {action} by {who} -> {after.state.value}")
 

@@ -57,13 +57,25 @@ EVENT_COLUMNS = ["seq", "wall", "event", "task", "state", "prev", "attempt", "ep
                  "actor", "notes"]
 
 
-def _events_table(title: str, events: list[dict]) -> None:
+def _events_table(title: str, events: list[dict], detail: bool = False) -> None:
+    """The events as a table; `detail`: a last column with each event's detail (the upstream's
+    message of a failure, a stale call's epochs, a fault's kind), as `--json` has it."""
+    columns = EVENT_COLUMNS + (["detail"] if detail else [])
     rows = [
         [iso_utc(e["wall"]) if col == "wall" else ("" if e.get(col) is None else str(e.get(col)))
-         for col in EVENT_COLUMNS]
+         for col in EVENT_COLUMNS] + ([_detail(e)] if detail else [])
         for e in events
     ]
-    emit_table(title, EVENT_COLUMNS, rows)
+    emit_table(title, columns, rows)
+
+
+def _detail(event: dict) -> str:
+    """The fields of an event beyond the table's columns, `detail` first."""
+    shown = set(EVENT_COLUMNS) | {"seq", "t", "wall", "task", "key", "data"}
+    extra = {k: v for k, v in event.items() if k not in shown and v is not None}
+    text = str(extra.pop("detail")) if "detail" in extra else ""
+    rest = " ".join(f"{k}={v}" for k, v in extra.items())
+    return f"{text} {rest}".strip() if text else rest
 
 
 def render_history(doc: dict, clock: Clock) -> None:
@@ -75,7 +87,7 @@ def render_history(doc: dict, clock: Clock) -> None:
     )
     if task["plan"]:
         click.echo(f"plan: {task['plan']}")
-    _events_table("History", doc["events"])
+    _events_table("History", doc["events"], detail=True)
 
 
 def render_tasks(title: str, ids: list[int]) -> None:

@@ -14,6 +14,7 @@ from orchestrator.cli.common import home_option, json_option, print_json
 from orchestrator.cli.render import emit_table
 from orchestrator.core.errors import UsageError
 from orchestrator.core.home import Home
+from orchestrator.judge.reporttext import soak_clock, span
 
 SPEED_MAX = 100_000.0
 
@@ -117,7 +118,7 @@ def status(watch, every, count, home, as_json):
         return
     click.echo(f"run {doc['run_id']}  profile {doc['profile']}  seed {doc['seed']}  speed {doc['speed']:g}  "
                f"status {doc['status']}" + (f"  verdict {doc['verdict']}" if doc["verdict"] else ""))
-    click.echo(f"soak time {doc['soak_t'] / 3600:.2f} h of {doc['duration'] / 3600:.0f} h   "
+    click.echo(f"soak time {soak_clock(doc['soak_t'])} of {span(doc['duration'])}   "
                f"arrivals enqueued {doc['arrivals_enqueued']}   commit {doc['commit'] or '-'}")
     counts = doc["counts"]
     emit_table("Tasks by state", list(counts), [[str(v) for v in counts.values()]])
@@ -141,7 +142,7 @@ def _require_db(home: str | None) -> None:
 def profiles(home):
     from orchestrator.core import profiles as p
 
-    rows = [[name, f"{pr.duration / 3600:g}h", f"{pr.arrivals.rate:g}/min", str(pr.workers), pr.description]
+    rows = [[name, span(pr.duration), f"{pr.arrivals.rate:g}/min", str(pr.workers), pr.description]
             for name, pr in p.BUILTIN.items()]
     emit_table("Built-in profiles", ["name", "duration", "base rate", "workers", "description"], rows)
 

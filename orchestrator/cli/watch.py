@@ -14,6 +14,8 @@ from typing import Any, Callable
 import click
 import orjson
 
+from orchestrator.judge.reporttext import soak_clock, span
+
 LIVE = frozenset({"starting", "running"})  # the run may still change: keep watching
 STATES = ("PENDING", "IN_PROGRESS", "BLOCKED", "DONE", "FAILED", "CANCELLED")
 
@@ -25,8 +27,8 @@ def plain_line(doc: dict[str, Any] | None) -> str:
     counts = doc["counts"]
     faults = sum(doc["faults"].values())
     verdict = f" verdict {doc['verdict']}" if doc["verdict"] else ""
-    return (f"{stamp} run {doc['run_id']} {doc['status']}{verdict} soak {doc['soak_t'] / 3600:.2f}h/"
-            f"{(doc['duration'] or 0) / 3600:.0f}h " + " ".join(f"{s} {counts.get(s, 0)}" for s in STATES)
+    return (f"{stamp} run {doc['run_id']} {doc['status']}{verdict} soak {soak_clock(doc['soak_t'])}/"
+            f"{span(doc['duration'] or 0)} " + " ".join(f"{s} {counts.get(s, 0)}" for s in STATES)
             + f" faults {faults} expired_leases {doc['expired_leases']}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import random
 import re
 import socket
@@ -83,6 +84,31 @@ class GuardrailExceeded(Exception):
 
 
 _HTTP_STATUS = re.compile(r"\b([45]\d\d)\b")
+# Exception types of HTTP clients, matched by name along the type's MRO so that no optional
+# library is imported: requests (ConnectionError, ConnectTimeout, ReadTimeout, Timeout,
+# ChunkedEncodingError), httpx (ConnectError, ReadError, WriteError, NetworkError,
+# RemoteProtocolError, TimeoutException and its ConnectTimeout/ReadTimeout/WriteTimeout/
+# PoolTimeout), urllib3 (ProtocolError, NewConnectionError) and urllib (URLError).
+_TIMEOUT_TYPES = frozenset({"Timeout", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout",
+                            "TimeoutException", "ReadTimeoutError", "ConnectTimeoutError"})
+_NETWORK_TYPES = frozenset({"ConnectionError", "ConnectError", "ReadError", "WriteError", "NetworkError",
+                            "RemoteProtocolError", "ProtocolError", "NewConnectionError", "ChunkedEncodingError",
+                            "URLError"})
+_NETWORK_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH,
+                             errno.ENETUNREACH, errno.ENETDOWN, errno.EPIPE, errno.ENOTCONN})
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status an exception carries: on itself (`status`, `status_code`, urllib's `code`)
+    or on its `response` (requests' HTTPError, httpx's HTTPStatusError)."""
+    for holder in (exc, getattr(exc, "response", None)):
+        if holder is None:
+            continue
+        for attr in ("status", "status_code", "code"):
+            value = getattr(holder, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool) and 400 <= value < 600:
+                return value
+    return None
 
 
 def classify(exc: BaseException) -> ErrorClass:
@@ -95,12 +121,18 @@ def classify(exc: BaseException) -> ErrorClass:
         return ErrorClass.DB_LOCK
     if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
         return ErrorClass.DB_LOCK
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return ErrorClass.TIMEOUT
-    if isinstance(exc, (ConnectionError, socket.gaierror)):
-        return ErrorClass.NETWORK
-    status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
+    status = _http_status(exc)
+    names = {klass.__name__ for klass in type(exc).__mro__}
     if status is None:
+        if isinstance(exc, (TimeoutError, socket.timeout)) or names & _TIMEOUT_TYPES:
+            return ErrorClass.TIMEOUT
+        reason = getattr(exc, "reason", None)  # urllib's URLError wraps the socket's error
+        if "URLError" in names and isinstance(reason, BaseException):
+            inner = classify(reason)
+            return inner if inner in (ErrorClass.TIMEOUT, ErrorClass.NETWORK) else ErrorClass.NETWORK
+        if (isinstance(exc, (ConnectionError, socket.gaierror)) or names & _NETWORK_TYPES
+                or (isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS)):
+            return ErrorClass.NETWORK
         match = _HTTP_STATUS.search(str(exc)[:80])
         status = int(match.group(1)) if match else None
     if isinstance(status, int):

@@ -4,6 +4,8 @@ inside it (`LeaseLost`, `Stopping`) and how a `module:function` spec is loaded."
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -66,13 +68,22 @@ class TaskContext:
 
 
 def load_handler(spec: str) -> Callable[[TaskContext], Any]:
+    """The handler `module:function`. The module is looked up as `python -m` would: the current
+    directory first (it is put on `sys.path` if it is not there), then PYTHONPATH and the
+    installed packages; an import that fails names what was searched."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise UsageError(f"handler must be module:function, got {spec!r}")
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise UsageError(f"cannot import handler module {module_name!r}: {exc}") from None
+        searched = [p for p in sys.path if p and p != here]
+        shown = ", ".join(searched[:4]) + (f" and {len(searched) - 4} more" if len(searched) > 4 else "")
+        raise UsageError(f"cannot import handler module {module_name!r}: {exc}; searched the current directory "
+                         f"({here}) first, then {shown} (add a folder with PYTHONPATH)") from None
     handler = getattr(module, attr, None)
     if not callable(handler):
         raise UsageError(f"handler {spec!r} is not a callable")

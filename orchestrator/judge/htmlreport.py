@@ -23,6 +23,7 @@ from orchestrator.judge.reporttext import (
     secs,
     slo_result,
     soak_clock,
+    span,
     target_text,
 )
 
@@ -134,7 +135,7 @@ def _checkpoints(f: dict[str, Any]) -> str:
                      w["arrivals"], w["done"], w["failed"], pct(w["success"]), pct(w["cum_success"]),
                      secs(w["p95"]), secs(w["cum_p95"]), f"{bl['PENDING']}/{bl['IN_PROGRESS']}/{bl['BLOCKED']}",
                      ", ".join(f"{k} {v}" for k, v in w["errors"].items()) or "-"))
-    return (f"<h2>Checkpoints (every {cp['every'] / 3600:g} soak hours)</h2>"
+    return (f"<h2>Checkpoints (every {span(cp['every'])} of soak time)</h2>"
             + table(["window", "arrivals", "DONE", "FAILED", "success", "cumulative success", "p95",
                      "cumulative p95", "backlog P/IP/B", "attempt errors"], rows))
 

@@ -27,6 +27,7 @@ from orchestrator.judge.reporttext import (
     secs,
     slo_result,
     soak_clock,
+    span,
     table,
     target_text,
 )
@@ -244,7 +245,7 @@ def _checkpoints(f: dict[str, Any]) -> list[str]:
                      w["arrivals"], w["done"], w["failed"], pct(w["success"]), pct(w["cum_success"]),
                      secs(w["p95"]), secs(w["cum_p95"]), f"{bl['PENDING']}/{bl['IN_PROGRESS']}/{bl['BLOCKED']}",
                      errors, num(logged.get("in_flight")), num(logged.get("lock_retries"))))
-    out = [f"## Checkpoints (every {cp['every'] / 3600:g} soak hours)", "",
+    out = [f"## Checkpoints (every {span(cp['every'])} of soak time)", "",
            "Computed from the log per window; the last two columns come from the run's own `checkpoint` "
            "events (in flight, lock retries) where one was written.", ""]
     out += table(["window", "arrivals", "DONE", "FAILED", "success", "cumulative success", "p95", "cumulative p95",

@@ -35,6 +35,18 @@ def soak_clock(t: float | None) -> str:
     return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
+def span(seconds: float | None) -> str:
+    """A length of soak time in its own unit: `72h`, `1.5h`, `10m`, `45s` (a sub-hour profile is not
+    `0.17h`, nor `0h`)."""
+    if seconds is None:
+        return "-"
+    s = float(seconds)
+    for unit, size in (("h", 3600.0), ("m", 60.0)):
+        if s >= size:
+            return f"{round(s / size, 2):g}{unit}"
+    return f"{round(s, 2):g}s"
+
+
 def parse_wall(text: str | None) -> datetime | None:
     if not text:
         return None

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from orchestrator.judge.reporttext import soak_clock, span
+
 PLAIN_EVERY_SOAK = 600.0  # a plain line every 10 soak minutes ...
 PLAIN_EVERY_WALL = 2.0  # ... but not more often than every 2 wall seconds
 LIVE_EVERY_WALL = 0.5
@@ -30,7 +32,7 @@ def _secs(x: float | None) -> str:
 
 def plain_line(s: dict[str, Any]) -> str:
     c = s["counts"]
-    return (f"soak {s['soak_t'] / 3600:6.2f}h/{s['duration'] / 3600:.0f}h  arrivals {s['arrivals']}/{s['planned']}  "
+    return (f"soak {soak_clock(s['soak_t']):>8}/{span(s['duration'])}  arrivals {s['arrivals']}/{s['planned']}  "
             f"PENDING {c['PENDING']} IN_PROGRESS {c['IN_PROGRESS']} DONE {c['DONE']} FAILED {c['FAILED']} "
             f"BLOCKED {c['BLOCKED']} CANCELLED {c['CANCELLED']}  success {_pct(s['success'])}  "
             f"p95 {_secs(s['p95'])}  faults {s['faults']}")
@@ -38,7 +40,7 @@ def plain_line(s: dict[str, Any]) -> str:
 
 def table(s: dict[str, Any]) -> Table:
     t = Table(title="soak", show_header=False, show_edge=False)
-    t.add_row("soak time", f"{s['soak_t'] / 3600:.2f} h of {s['duration'] / 3600:.0f} h")
+    t.add_row("soak time", f"{soak_clock(s['soak_t'])} of {span(s['duration'])}")
     t.add_row("arrivals", f"{s['arrivals']} of {s['planned']}")
     t.add_row("states", "  ".join(f"{k} {v}" for k, v in s["counts"].items()))
     t.add_row("success so far", _pct(s["success"]))

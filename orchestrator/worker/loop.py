@@ -100,6 +100,10 @@ class Worker:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
+    def _say(self, text: str) -> None:
+        """What the worker is doing, on stderr (a person running `orch worker` sees it)."""
+        print(f"{self.config.name}: {text}", file=sys.stderr, flush=True)
+
     def _record(self, event: str, **data: Any) -> None:
         """A worker's own event; a database locked past the bound does not stop the worker."""
         try:
@@ -127,6 +131,8 @@ class Worker:
         pause = max(clock.to_wall(cfg.poll), cfg.poll_wall_floor)
         reason = "stopped"
         leases: list[Lease] = []
+        waiting = False  # said once per idle spell, on stderr
+        self._say(f"leasing from {queue.path} with handler {cfg.handler}")
         try:
             while not self.stopping.is_set():
                 now = clock.now()
@@ -141,9 +147,15 @@ class Worker:
                 if not leases:
                     if cfg.idle_exit is not None and clock.now() - idle_since >= cfg.idle_exit:
                         reason = "idle"
+                        self._say(f"no task due for {cfg.idle_exit:g} soak s: exiting (--idle-exit)")
                         break
+                    if not waiting:
+                        waiting = True
+                        until = "" if cfg.idle_exit is None else f", exiting after {cfg.idle_exit:g} idle soak s"
+                        self._say(f"no task due: waiting (a look every {cfg.poll:g} soak s{until})")
                     self.stopping.wait(pause)
                     continue
+                waiting = False
                 lease = leases.pop(0)
                 more = not leases and (cfg.max_tasks is None or self.done + 1 < cfg.max_tasks)
                 try:
@@ -166,6 +178,7 @@ class Worker:
         finally:
             self.finished.set()
             self._record("worker_exited", reason=reason, tasks=self.done)
+            self._say(f"exited ({reason}) after {self.done} tasks")
         return 0
 
     def _lease(self) -> list[Lease]:
