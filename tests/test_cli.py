@@ -384,3 +384,20 @@ def test_status_of_one_task_shows_each_events_detail(seeded, db_path):
     assert "detail" in r.stdout.splitlines()[2]
     row = next(line for line in r.stdout.splitlines() if "retry_scheduled" in line)
     assert "HTTP 503: upstream said no capacity in eu-1" in row
+
+
+def test_status_ages_are_never_negative(tmp_path):
+    """A row written after the status read its clock (or a clock a little behind the writer's)
+    is age 0, not minus something."""
+    from orchestrator.core.clock import Clock
+
+    db = tmp_path / "q.db"
+    with Queue(db, Clock(origin=0.0, speed=1.0)) as writer:
+        writer.enqueue("late", {})
+        writer.lease("w1")
+        writer.enqueue("later", {})
+    behind = Clock(origin=-3600.0 * 24 * 365, speed=0.5)  # soak time a long way behind the writer's
+    with Queue(db, behind) as reader:
+        status = reader.status()
+    assert status["oldest_pending_age"] == 0.0
+    assert [w["heartbeat_age"] for w in status["in_flight"]] == [0.0]

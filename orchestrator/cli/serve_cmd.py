@@ -9,11 +9,14 @@ import click
 from orchestrator.cli.common import home_option, resolve_actor
 from orchestrator.core.home import Home
 
+DEFAULT_PORT = 8765
+
 
 @click.command("serve", help="Serve the live on-call view of the home's latest run: overview, tasks, SSE, "
                              "/metrics. Binds 127.0.0.1 unless --token is given; read-only unless --allow-actions.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
-              help="TCP port (0 picks a free one; the URL is printed).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help=f"TCP port (default {DEFAULT_PORT}, or a free one when that is taken; 0 picks a free one; "
+                   "the URL is printed).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; anything but loopback needs --token.")
 @click.option("--token", default=None, envvar="ORCH_TOKEN", help="Secret every POST must carry (or $ORCH_TOKEN).")
@@ -30,14 +33,14 @@ def serve(port, host, token, allow_actions, log_path, actor, webhooks, home):
     from orchestrator.web.server import ServeConfig, check_bind
     from orchestrator.web.server import serve as run
 
-    cfg = ServeConfig(home=Home.resolve(home), host=host, port=port, token=token, allow_actions=allow_actions,
-                      actor=f"web:{resolve_actor(actor)}", log=log_path,
-                      alert_webhooks=check_urls(list(webhooks)))
+    cfg = ServeConfig(home=Home.resolve(home), host=host, port=DEFAULT_PORT if port is None else port, token=token,
+                      allow_actions=allow_actions, actor=f"web:{resolve_actor(actor)}", log=log_path,
+                      alert_webhooks=check_urls(list(webhooks)), port_fallback=port is None)
     check_bind(cfg)
     run(cfg, lambda line: click.echo(line, nl=True))
 
 
-def spawn_server(home: Home, port: int, webhooks: list[str]):
+def spawn_server(home: Home, port: int | None, webhooks: list[str]):
     """`orch soak start --serve`: the on-call server as its own process (so neither it nor a slow
     webhook receiver can slow the soak); returns (process, its 'serving URL' line)."""
     import subprocess
@@ -45,14 +48,21 @@ def spawn_server(home: Home, port: int, webhooks: list[str]):
 
     from orchestrator.core.errors import StoreError
 
-    argv = [sys.executable, "-m", "orchestrator", "soak", "serve", "--home", str(home.root), "--port", str(port)]
+    argv = [sys.executable, "-m", "orchestrator", "soak", "serve", "--home", str(home.root)]
+    if port is not None:
+        argv += ["--port", str(port)]
     for url in webhooks:
         argv += ["--alert-webhook", url]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    home.ensure()
+    errors = home.runtime / "serve.err"  # the server's stderr (a pipe nobody reads could fill up)
+    with open(errors, "w") as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True)
     line = proc.stdout.readline().strip()
     if not line.startswith("serving "):
         proc.wait()
-        raise StoreError(f"the on-call server did not start (exit {proc.returncode})")
+        proc.stdout.close()
+        why = errors.read_text().strip().removeprefix("Error: ")
+        raise StoreError(f"the on-call server did not start: {why or f'exit {proc.returncode}'}")
     return proc, line
 
 

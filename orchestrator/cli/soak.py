@@ -45,8 +45,8 @@ def _finish(outcome) -> None:
 @click.option("--handler", default="orchestrator.handlers:synthetic", show_default=True,
               help="Task handler as module:function.")
 @click.option("--serve", is_flag=True, help="Also serve the live on-call view (`orch soak serve`) while the run lasts.")
-@click.option("--serve-port", type=click.IntRange(0, 65535), default=8765, show_default=True,
-              help="Port of --serve (0 picks a free one).")
+@click.option("--serve-port", type=click.IntRange(0, 65535), default=None,
+              help="Port of --serve (default 8765, or a free one when that is taken; 0 picks a free one).")
 @click.option("--alert-webhook", "webhooks", multiple=True, metavar="URL",
               help="Alertmanager-style alerts from the on-call server (implies --serve; repeatable).")
 @home_option

@@ -106,21 +106,23 @@ class QueueView:
     def status(self, recent: int = 10) -> dict:
         """Counts per state, oldest PENDING age, expired leases, in-flight per worker,
         errors by class, recent operator actions. Read-only."""
-        now = self.clock.now()
         conn = self.conn
         counts = self.counts()
         oldest = conn.execute(q("oldest_pending")).fetchone()[0]
+        flights = conn.execute(q("in_flight_by_worker")).fetchall()
+        now = self.clock.now()  # after the reads: a row written meanwhile is not younger than now
+
+        def age(since: float | None) -> float | None:
+            return None if since is None else round(max(now - since, 0.0), 3)
+
         return {
             "counts": counts,
             "total": sum(counts.values()),
             "effects": conn.execute(q("count_effects")).fetchone()[0],
-            "oldest_pending_age": None if oldest is None else round(now - oldest, 3),
+            "oldest_pending_age": age(oldest),
             "expired_leases": conn.execute(q("count_expired"), (now,)).fetchone()[0],
-            "in_flight": [
-                {"worker": r["worker"], "tasks": r["n"],
-                 "heartbeat_age": None if r["oldest_heartbeat"] is None else round(now - r["oldest_heartbeat"], 3)}
-                for r in conn.execute(q("in_flight_by_worker"))
-            ],
+            "in_flight": [{"worker": r["worker"], "tasks": r["n"], "heartbeat_age": age(r["oldest_heartbeat"])}
+                          for r in flights],
             "errors": [{"error": r["error"], "state": r["state"], "tasks": r["n"]}
                        for r in conn.execute(q("errors_by_class"))],
             "recent_actions": [event_dict(r) for r in conn.execute(q("recent_operator_events"), (recent,))],

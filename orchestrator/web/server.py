@@ -8,6 +8,7 @@ the token (`Authorization: Bearer T` or `X-Orch-Token: T`), compared in constant
 
 from __future__ import annotations
 
+import errno
 import hmac
 import ipaddress
 import socket
@@ -44,6 +45,7 @@ class ServeConfig:
     actor: str = "web"
     log: Path | None = None
     alert_webhooks: list[str] = field(default_factory=list)
+    port_fallback: bool = False  # the port was not asked for: when it is taken, take a free one
 
 
 def is_loopback(host: str) -> bool:
@@ -71,7 +73,15 @@ class OnCallServer(ThreadingHTTPServer):
         self.cfg = cfg
         self.monitor = monitor
         self.closing = threading.Event()
-        super().__init__((cfg.host, cfg.port), Handler)
+        try:
+            super().__init__((cfg.host, cfg.port), Handler)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise StoreError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}") from None
+            if not cfg.port_fallback:
+                raise StoreError(f"port {cfg.port} on {cfg.host} is already in use (another `orch soak serve`?): "
+                                 "pass --port 0 to pick a free one") from None
+            super().__init__((cfg.host, 0), Handler)  # the default port is taken: a free one (printed)
 
     @property
     def url(self) -> str:
