@@ -24,7 +24,7 @@ def test_cli_smoke(home):
     runbook = [
         (ops, ["cancel", "--id", "ORCH-1"], "ORCH-1: cancel by presoak -> CANCELLED\n"),
         (ops, ["replan", "--id", "ORCH-1", "--notes", "DB lock hotspot, split workload"],
-         "ORCH-1: replan by presoak -> CANCELLED\n"),
+         "ORCH-1: plan recorded by presoak (still CANCELLED); run `ops retry --id ORCH-1` to run it\n"),
         (ops, ["retry", "--id", "ORCH-1"], "ORCH-1: retry by presoak -> PENDING\n"),
         (orch, ["done", "--id", "ORCH-1", "--notes", "incident mitigated"], "ORCH-1: done by presoak -> DONE\n"),
     ]
