@@ -34,9 +34,8 @@ def test_soak_start_serve_on_a_port_in_use_is_one_error_line_and_starts_no_run(t
     done = subprocess.run(orch_cmd("soak", "start", "--profile", "24h", "--serve", "--serve-port", str(held_port),
                                    "--home", str(home)), capture_output=True, text=True, timeout=60, env=clean_env())
     assert done.returncode == 1
-    assert done.stderr.splitlines() == [f"Error: the on-call server did not start: port {held_port} on 127.0.0.1 "
-                                        "is already in use (another `orch soak serve`?): pass --port 0 to pick a "
-                                        "free one"]
+    assert done.stderr.splitlines() == [f"Error: port {held_port} on 127.0.0.1 is already in use (another "
+                                        "`orch soak serve`?): pass --port 0 to pick a free one"]
     assert not (home / "db" / "queue.db").exists()
 
 

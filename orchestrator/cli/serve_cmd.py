@@ -53,16 +53,16 @@ def spawn_server(home: Home, port: int | None, webhooks: list[str]):
         argv += ["--port", str(port)]
     for url in webhooks:
         argv += ["--alert-webhook", url]
-    home.ensure()
-    errors = home.runtime / "serve.err"  # the server's stderr (a pipe nobody reads could fill up)
-    with open(errors, "w") as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True)
+    from orchestrator.web.server import check_port
+
+    if port is not None:
+        check_port("127.0.0.1", port)  # one line, before a process is started for a taken port
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)  # its stderr is the user's
     line = proc.stdout.readline().strip()
     if not line.startswith("serving "):
         proc.wait()
         proc.stdout.close()
-        why = errors.read_text().strip().removeprefix("Error: ")
-        raise StoreError(f"the on-call server did not start: {why or f'exit {proc.returncode}'}")
+        raise StoreError(f"the on-call server did not start (exit {proc.returncode})")
     return proc, line
 
 

@@ -64,6 +64,25 @@ def check_bind(cfg: ServeConfig) -> None:
         raise UsageError("--allow-actions needs --token (every POST must carry it)")
 
 
+def port_in_use(host: str, port: int) -> StoreError:
+    return StoreError(f"port {port} on {host} is already in use (another `orch soak serve`?): "
+                      "pass --port 0 to pick a free one")
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that is taken, before a server process is started for it."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise port_in_use(host, port) from None
+            raise StoreError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 class OnCallServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -79,8 +98,7 @@ class OnCallServer(ThreadingHTTPServer):
             if exc.errno != errno.EADDRINUSE:
                 raise StoreError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}") from None
             if not cfg.port_fallback:
-                raise StoreError(f"port {cfg.port} on {cfg.host} is already in use (another `orch soak serve`?): "
-                                 "pass --port 0 to pick a free one") from None
+                raise port_in_use(cfg.host, cfg.port) from None
             super().__init__((cfg.host, 0), Handler)  # the default port is taken: a free one (printed)
 
     @property
