@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -103,3 +103,14 @@ def event_dict(row: sqlite3.Row) -> dict:
     if row["data"]:
         out.update(orjson.loads(row["data"]))
     return out
+
+
+@dataclass(frozen=True)
+class SideEffect:
+    """What a handler reported of one side effect (`TaskContext.side_effect`): landed or refused by
+    the downstream as a duplicate of the key. Recorded as `side_effect_applied` / `_deduped`."""
+
+    applied: bool
+    key: str
+    attempt: int
+    data: dict = field(default_factory=dict)  # downstream, detail

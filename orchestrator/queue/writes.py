@@ -18,7 +18,7 @@ from orchestrator.core.errors import IllegalTransition, KeyConflict, UnknownTask
 from orchestrator.core.model import ACTION_EVENTS, OPERATOR_ACTIONS, ErrorClass, State, shorten
 from orchestrator.queue.reads import QueueView
 from orchestrator.queue.sqlfile import q
-from orchestrator.queue.tasks import Enqueued, Lease, Task, canonical_json, task_name
+from orchestrator.queue.tasks import Enqueued, Lease, SideEffect, Task, canonical_json, task_name
 
 REAP_BATCH = 256
 
@@ -184,16 +184,21 @@ class Queue(QueueView):
         return self.complete_and_lease(task, epoch, worker, result, limit=0, spend=spend)[0]
 
     def complete_and_lease(self, task: int, epoch: int, worker: str | None, result: Any = None,
-                           limit: int = 1, ttl: float | None = None,
-                           spend: float | None = None) -> tuple[str, list[Lease]]:
+                           limit: int = 1, ttl: float | None = None, spend: float | None = None,
+                           side_effects: Sequence[SideEffect] = ()) -> tuple[str, list[Lease]]:
         """`complete`, then lease up to `limit` more tasks for the same worker, in one transaction
         (half the write transactions per task of a busy worker). `spend` is what the handler
         reports it spent: past the task's budget, that is a guardrail exceed that was not blocked,
-        and it is recorded as such."""
+        and it is recorded as such. `side_effects`, what the attempt's handler reported, are
+        recorded first, in the same transaction, whether the completion is fenced off or not."""
         body = orjson.dumps(result).decode() if result is not None else None
 
         def tx(conn: sqlite3.Connection) -> tuple[str, list[Lease]]:
             now = self.clock.now()
+            for effect in side_effects:
+                self._event(conn, "side_effect_applied" if effect.applied else "side_effect_deduped", now,
+                            task=task, key=effect.key, attempt=effect.attempt, epoch=epoch, worker=worker,
+                            data=effect.data)
             outcome = self._complete(conn, now, task, epoch, worker, body, spend)
             return outcome, (self._lease(conn, now, worker, limit, ttl) if limit and worker else [])
 

@@ -22,7 +22,7 @@ from orchestrator.faults.client import lock_requester
 from orchestrator.handlers.context import LeaseLost, Stopping, TaskContext, load_handler, payload_of
 from orchestrator.handlers.ledger import Ledger
 from orchestrator.queue.sqlfile import q
-from orchestrator.queue.tasks import Lease
+from orchestrator.queue.tasks import Lease, SideEffect
 from orchestrator.queue.writes import Queue
 
 
@@ -92,6 +92,7 @@ class Worker:
         self.lock_failures = 0
         self.lost: dict[int, threading.Event] = {}  # per held lease: set when it was revoked
         self.ledger = Ledger(Path(config.workdir) / "ledger.db") if config.workdir else None
+        self.effects: dict[int, list[SideEffect]] = {}  # per running task: side effects not yet recorded
 
     def install_signals(self) -> None:
         def on_signal(signum, _frame):
@@ -199,15 +200,26 @@ class Worker:
         )
 
     def _side_effect(self, lease: Lease, applied: bool, downstream: str, detail: str) -> None:
-        """Record what a handler says its side effect did (whether or not the lease still holds)."""
+        """What a handler says its side effect did: kept for the attempt's report, whose
+        transaction records it (`side_effect_applied` / `_deduped`, fenced or not), so reporting a
+        side effect costs no write of its own; an attempt that ends without a completion records
+        it on its own (`_flush_effects`)."""
         data = {"downstream": downstream or None, "detail": detail[:500] or None}
-        try:
-            self.queue.record("side_effect_applied" if applied else "side_effect_deduped", task=lease.task,
-                              key=lease.key, epoch=lease.epoch, attempt=lease.attempt, worker=self.config.name,
-                              data={k: v for k, v in data.items() if v is not None})
-        except DbLockError as exc:  # the side effect happened; only its record is missing
-            self.lock_failures += 1
-            print(f"{self.config.name}: {lease.name}: side effect not recorded: {exc}", file=sys.stderr, flush=True)
+        self.effects.setdefault(lease.task, []).append(
+            SideEffect(applied, lease.key, lease.attempt, {k: v for k, v in data.items() if v is not None}))
+
+    def _flush_effects(self, lease: Lease) -> None:
+        """Record the side effects of an attempt that ended without a completion (it failed, lost
+        its lease, was released): the side effect happened; its record must not be lost."""
+        for effect in self.effects.pop(lease.task, []):
+            try:
+                self.queue.record("side_effect_applied" if effect.applied else "side_effect_deduped",
+                                  task=lease.task, key=effect.key, epoch=lease.epoch, attempt=effect.attempt,
+                                  worker=self.config.name, data=effect.data)
+            except DbLockError as exc:  # the side effect happened; only its record is missing
+                self.lock_failures += 1
+                print(f"{self.config.name}: {lease.name}: side effect not recorded: {exc}", file=sys.stderr,
+                      flush=True)
 
     def _probe_write(self) -> None:
         """One write with SQLite's busy timeout only, no retries (how db_lock faults surface)."""
@@ -219,6 +231,8 @@ class Worker:
         try:
             return self._held(self._run_and_report(lease, more))
         finally:
+            if lease.task in self.effects:
+                self._flush_effects(lease)
             self._let_go(lease)
 
     def _run_and_report(self, lease: Lease, more: int) -> list[Lease]:
@@ -245,7 +259,8 @@ class Worker:
         if self.stopping.is_set():
             more = 0
         return queue.complete_and_lease(lease.task, lease.epoch, name, result, limit=more,
-                                        spend=ctx.spent if ctx.budget is not None else None)[1]
+                                        spend=ctx.spent if ctx.budget is not None else None,
+                                        side_effects=self.effects.pop(lease.task, ()))[1]
 
 
 def run_worker(home_db, clock: Clock, queue_config: QueueConfig, config: WorkerConfig) -> int:
