@@ -14,12 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.core.model import TRANSIENT
 from orchestrator.judge.aborts import RULE_NAMES, Abort
 from orchestrator.judge.reporttext import parse_wall
-from orchestrator.judge.state import RunState, Settings
+from orchestrator.judge.state import TRANSIENT_CLASSES, RunState, Settings
 
-TRANSIENT_CLASSES = frozenset(c.value for c in TRANSIENT)
 CHART_POINTS = 144  # latency buckets across a run (30 min for 72h, 10 min for 24h)
 WORKER_FAULTS = {"worker_crash": "worker_crash_every", "worker_stall": "worker_stall_every"}
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from orchestrator.core.errors import LogError
-from orchestrator.core.model import TRANSIENT
 from orchestrator.judge.aborts import GUARD_GRACE, Abort
 from orchestrator.judge.rules import Rules
-from orchestrator.judge.state import OpenTask, RunState, Settings
+from orchestrator.judge.state import TRANSIENT_CLASSES, OpenTask, RunState, Settings
 from orchestrator.judge.taskbook import TaskBook
 
-TRANSIENT_CLASSES = frozenset(c.value for c in TRANSIENT)
 LISTED = 500  # operator actions / manual closes / duplicates listed at most
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.core.errors import LogError
+from orchestrator.core.model import TRANSIENT
 from orchestrator.core.profiles import Abort as AbortLimits
 from orchestrator.core.profiles import Retry
 from orchestrator.judge.samples import Minutes, Samples
@@ -25,6 +26,7 @@ from orchestrator.judge.samples import Minutes, Samples
 # seconds at the run's speed. At speed 1 they are the profile's; at 720x up to 360 soak s.
 SILENCE_WALL_FLOOR = 0.5
 STATES = ("PENDING", "IN_PROGRESS", "BLOCKED", "DONE", "FAILED", "CANCELLED")
+TRANSIENT_CLASSES = frozenset(c.value for c in TRANSIENT)
 
 
 @dataclass(frozen=True)

@@ -114,3 +114,7 @@ class SideEffect:
     key: str
     attempt: int
     data: dict = field(default_factory=dict)  # downstream, detail
+
+    @property
+    def event(self) -> str:
+        return "side_effect_applied" if self.applied else "side_effect_deduped"

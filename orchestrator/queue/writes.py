@@ -196,9 +196,8 @@ class Queue(QueueView):
         def tx(conn: sqlite3.Connection) -> tuple[str, list[Lease]]:
             now = self.clock.now()
             for effect in side_effects:
-                self._event(conn, "side_effect_applied" if effect.applied else "side_effect_deduped", now,
-                            task=task, key=effect.key, attempt=effect.attempt, epoch=epoch, worker=worker,
-                            data=effect.data)
+                self._event(conn, effect.event, now, task=task, key=effect.key, attempt=effect.attempt,
+                            epoch=epoch, worker=worker, data=effect.data)
             outcome = self._complete(conn, now, task, epoch, worker, body, spend)
             return outcome, (self._lease(conn, now, worker, limit, ttl) if limit and worker else [])
 

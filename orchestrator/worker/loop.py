@@ -213,9 +213,8 @@ class Worker:
         its lease, was released): the side effect happened; its record must not be lost."""
         for effect in self.effects.pop(lease.task, []):
             try:
-                self.queue.record("side_effect_applied" if effect.applied else "side_effect_deduped",
-                                  task=lease.task, key=effect.key, epoch=lease.epoch, attempt=effect.attempt,
-                                  worker=self.config.name, data=effect.data)
+                self.queue.record(effect.event, task=lease.task, key=effect.key, epoch=lease.epoch,
+                                  attempt=effect.attempt, worker=self.config.name, data=effect.data)
             except DbLockError as exc:  # the side effect happened; only its record is missing
                 self.lock_failures += 1
                 print(f"{self.config.name}: {lease.name}: side effect not recorded: {exc}", file=sys.stderr,
