@@ -117,6 +117,10 @@ def test_workers_drain_the_queue_through_kills_and_a_stall(tmp_path, children, w
             wait_for(lambda: reader.one("SELECT count(*) AS n FROM tasks WHERE state = 'DONE'")["n"] >= threshold,
                      90, f"{threshold} tasks done")
             victim = rng.choice(sorted(live))
+            # a replacement started just now may not have said so yet: a kill before its
+            # `worker_started` would leave nothing to check it against
+            wait_for(lambda: reader.one("SELECT 1 FROM events WHERE event = 'worker_started' AND worker = ?",
+                                        victim), 30, f"{victim} to start")
             proc = live.pop(victim)
             os.kill(proc.pid, signal.SIGKILL)
             assert proc.wait(timeout=10) == -signal.SIGKILL

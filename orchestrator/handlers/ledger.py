@@ -40,30 +40,46 @@ BUSY_WALL = 10.0  # seconds a writer waits for another's entry (one short transa
 
 
 class Ledger:
+    """Opened on first use: a worker whose handler never applies a side effect here never creates
+    the file, and a worker's start costs no write."""
+
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=BUSY_WALL, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        # OFF: a process killed mid-write (a worker's SIGKILL) loses nothing in WAL mode; only a
-        # crash of the machine could, which a soak's figures would not survive anyway. It spares
-        # the checkpoints' fsyncs, a stall of every worker's side effect at a rehearsal's speed.
-        self.conn.execute("PRAGMA synchronous=OFF")
-        self.conn.executescript(SCHEMA)
-        # Writers queue on a kernel lock before BEGIN IMMEDIATE, as the queue's do: SQLite's busy
-        # handler sleeps whole milliseconds when it meets the lock (at 2880x a 5 ms sleep is 14
-        # soak seconds; with it, p95 of a 72h rehearsal went from 86 to 190 soak s).
-        self.turn = os.open(self.path.with_name(self.path.name + "-writers"), os.O_RDWR | os.O_CREAT, 0o644)
+        self._conn: sqlite3.Connection | None = None
+        self._turn: int | None = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Writers queue on a kernel lock before they write, as the queue's do: SQLite's busy
+            # handler sleeps whole milliseconds when it meets the lock (at 2880x a 5 ms sleep is 14
+            # soak seconds).
+            self._turn = os.open(self.path.with_name(self.path.name + "-writers"), os.O_RDWR | os.O_CREAT, 0o644)
+            conn = sqlite3.connect(self.path, timeout=BUSY_WALL, isolation_level=None, check_same_thread=False)
+            fcntl.flock(self._turn, fcntl.LOCK_EX)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(SCHEMA)
+            finally:
+                fcntl.flock(self._turn, fcntl.LOCK_UN)
+            # OFF: a process killed mid-write (a worker's SIGKILL) loses nothing in WAL mode; only a
+            # crash of the machine could, which a soak's figures would not survive anyway. It spares
+            # the checkpoints' fsyncs, a stall of every worker's side effect at a rehearsal's speed.
+            conn.execute("PRAGMA synchronous=OFF")
+            self._conn = conn
+        return self._conn
 
     def apply(self, key: str, task: str, epoch: int, worker: str | None, dedupe: bool = True) -> bool:
         """Apply one entry for `key`; False when the ledger refused it as a duplicate of the key."""
         row = (key, task, epoch, worker, time.time())
-        fcntl.flock(self.turn, fcntl.LOCK_EX)
+        conn = self.conn
+        fcntl.flock(self._turn, fcntl.LOCK_EX)
         try:  # one statement, its own transaction (autocommit)
-            done = self.conn.execute(APPLY_ONCE, (*row, key)) if dedupe else self.conn.execute(APPLY, row)
+            done = conn.execute(APPLY_ONCE, (*row, key)) if dedupe else conn.execute(APPLY, row)
             return done.rowcount == 1
         finally:
-            fcntl.flock(self.turn, fcntl.LOCK_UN)
+            fcntl.flock(self._turn, fcntl.LOCK_UN)
 
     def entries(self, key: str | None = None) -> list[dict]:
         """What landed (for one key, or all), in order."""
@@ -75,5 +91,9 @@ class Ledger:
         return [dict(zip(names, row)) for row in cur.fetchall()]
 
     def close(self) -> None:
-        self.conn.close()
-        os.close(self.turn)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._turn is not None:
+            os.close(self._turn)
+            self._turn = None
