@@ -94,7 +94,7 @@ METRICS = {
     "orch_soak_actual_duplicates", "orch_soak_log_tasks", "orch_soak_abort_rule", "orch_soak_sli_success_ratio",
     "orch_soak_sli_latency_p95_seconds", "orch_soak_moving_success_ratio", "orch_soak_clock_seconds",
     "orch_soak_duration_seconds", "orch_soak_speed", "orch_soak_log_seq", "orch_soak_error_budget_remaining_ratio",
-    "orch_soak_burn_rate", "orch_soak_burn_rate_firing", "orch_soak_verdict",
+    "orch_soak_burn_rate", "orch_soak_burn_rate_firing", "orch_soak_verdict", "orch_soak_run_info",
 }
 
 
@@ -121,6 +121,20 @@ def test_metrics_names_are_pinned(children, orch_cmd, clean_env, home):
     assert value("orch_soak_tasks", state="IN_PROGRESS") == 1 and value("orch_soak_leases_in_flight") == 1
     assert value("orch_soak_abort_rule", rule="1", state="ok") == 1
     assert value("orch_soak_verdict", verdict=f["verdict"]) == 1
+    assert value("orch_soak_run_info", run_id=f["run"]["run_id"], profile="72h", clock="constant",
+                 state="finished") == 1
+
+
+def test_metrics_of_an_empty_home_are_the_series_at_zero():
+    from orchestrator.web.metrics import render
+
+    fams = {m.name: m for m in text_string_to_metric_families(render(None, None).decode())}
+    for name in ("orch_soak_tasks", "orch_soak_log_tasks"):
+        assert sorted((s.labels["state"], s.value) for s in fams[name].samples) == sorted(
+            (state, 0.0) for state in ("PENDING", "IN_PROGRESS", "BLOCKED", "DONE", "FAILED", "CANCELLED"))
+    assert [s.value for s in fams["orch_soak_leases_in_flight"].samples] == [0.0]
+    assert {s.labels["verdict"]: s.value for s in fams["orch_soak_verdict"].samples} == dict.fromkeys(
+        ("PASS", "FAIL", "INCOMPLETE", "ABORTED", "STOPPED"), 0.0)
 
 
 @pytest.fixture

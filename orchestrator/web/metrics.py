@@ -13,28 +13,49 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 P = "orch_soak_"
 RULE_STATES = ("ok", "armed", "tripped")
+STATES = ("PENDING", "IN_PROGRESS", "BLOCKED", "DONE", "FAILED", "CANCELLED")
+VERDICTS = ("PASS", "FAIL", "INCOMPLETE", "ABORTED", "STOPPED")
+CLOCK = "constant"  # the soak clock's mode: soak time = start + elapsed x speed
+
+
+def run_state(snap: dict[str, Any]) -> str:
+    """running, finished, aborted or stopped: what a dashboard filters runs by."""
+    if snap["live"]:
+        return "running"
+    return {"ABORTED": "aborted", "STOPPED": "stopped"}.get(snap["verdict"], "finished")
 
 
 def families(snap: dict[str, Any] | None, status: dict[str, Any] | None) -> list:
     out = []
     g = GaugeMetricFamily
-    if status is not None:
-        tasks = g(P + "tasks", "Tasks in the queue by state (database).", labels=["state"])
-        for state, n in status["counts"].items():
-            tasks.add_metric([state], n)
-        out.append(tasks)
-        out.append(g(P + "leases_in_flight", "Tasks IN_PROGRESS under a lease (database).",
-                     value=sum(w["tasks"] for w in status["in_flight"])))
-        out.append(g(P + "leases_expired_unreaped", "Leases past their TTL not reaped yet.",
-                     value=status["expired_leases"]))
-        hb = g(P + "heartbeat_age_seconds", "Oldest heartbeat age of the leases a worker holds (soak s).",
-               labels=["worker"])
-        for w in status["in_flight"]:
-            if w["heartbeat_age"] is not None:
-                hb.add_metric([str(w["worker"])], w["heartbeat_age"])
-        out.append(hb)
+    if status is None:  # no queue yet (an empty home): the series exist, at zero
+        status = {"counts": dict.fromkeys(STATES, 0), "in_flight": [], "expired_leases": 0}
+    tasks = g(P + "tasks", "Tasks in the queue by state (database).", labels=["state"])
+    for state, n in status["counts"].items():
+        tasks.add_metric([state], n)
+    out.append(tasks)
+    out.append(g(P + "leases_in_flight", "Tasks IN_PROGRESS under a lease (database).",
+                 value=sum(w["tasks"] for w in status["in_flight"])))
+    out.append(g(P + "leases_expired_unreaped", "Leases past their TTL not reaped yet.",
+                 value=status["expired_leases"]))
+    hb = g(P + "heartbeat_age_seconds", "Oldest heartbeat age of the leases a worker holds (soak s).",
+           labels=["worker"])
+    for w in status["in_flight"]:
+        if w["heartbeat_age"] is not None:
+            hb.add_metric([str(w["worker"])], w["heartbeat_age"])
+    out.append(hb)
     if snap is None:
-        return out
+        log_tasks = g(P + "log_tasks", "Tasks by state as the run's log tells it (the aggregator).", labels=["state"])
+        for state in STATES:
+            log_tasks.add_metric([state], 0)
+        verdict = g(P + "verdict", "1 for the verdict so far.", labels=["verdict"])
+        for v in VERDICTS:
+            verdict.add_metric([v], 0.0)
+        return out + [log_tasks, verdict]
+    info = g(P + "run_info", "1 for the run the view follows (its id, profile, clock mode and state).",
+             labels=["run_id", "profile", "clock", "state"])
+    info.add_metric([str(snap["run_id"]), str(snap["profile"]), CLOCK, run_state(snap)], 1.0)
+    out.append(info)
     out.append(CounterMetricFamily(P + "lease_expiries", "lease_expired events in the run's log.",
                                    value=snap["lease"]["expirations"]))
     out.append(CounterMetricFamily(P + "stale_rejections", "stale_rejected events (fenced late calls).",
@@ -82,7 +103,7 @@ def families(snap: dict[str, Any] | None, status: dict[str, Any] | None) -> list
         firing.add_metric([w["name"], f"{w['threshold']:g}"], 1.0 if w["firing"] else 0.0)
     out += [burn, firing]
     verdict = g(P + "verdict", "1 for the verdict so far.", labels=["verdict"])
-    for v in ("PASS", "FAIL", "INCOMPLETE", "ABORTED", "STOPPED"):
+    for v in VERDICTS:
         verdict.add_metric([v], 1.0 if snap["verdict"] == v else 0.0)
     out.append(verdict)
     return out
