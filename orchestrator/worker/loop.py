@@ -257,9 +257,11 @@ class Worker:
             return []
         if self.stopping.is_set():
             more = 0
-        return queue.complete_and_lease(lease.task, lease.epoch, name, result, limit=more,
-                                        spend=ctx.spent if ctx.budget is not None else None,
-                                        side_effects=self.effects.pop(lease.task, ()))[1]
+        leases = queue.complete_and_lease(lease.task, lease.epoch, name, result, limit=more,
+                                          spend=ctx.spent if ctx.budget is not None else None,
+                                          side_effects=self.effects.get(lease.task, ()))[1]
+        self.effects.pop(lease.task, None)  # recorded; had the report failed, `_run_one` records them alone
+        return leases
 
 
 def run_worker(home_db, clock: Clock, queue_config: QueueConfig, config: WorkerConfig) -> int:
