@@ -196,10 +196,14 @@ def check_invariants(home: Path, header: dict, events: list[dict]) -> None:
     assert f"**p95 {secs(p95)}**" in summary
 
 
-def test_a_whole_24h_profile_at_high_speed(tmp_path, orch_cmd, clean_env):
+CLOCKS = {"constant": ("--speed", "2880"), "skip": ("--clock", "skip")}
+
+
+@pytest.mark.parametrize("clock", CLOCKS)
+def test_a_whole_24h_profile_at_high_speed(tmp_path, orch_cmd, clean_env, clock):
     home = tmp_path / "home"
     proc = subprocess.run(orch_cmd("soak", "start", "--profile", str(acceptance_profile(tmp_path)),
-                                   "--speed", "2880", "--seed", "5", "--home", str(home)),
+                                   *CLOCKS[clock], "--seed", "5", "--home", str(home)),
                           capture_output=True, text=True, timeout=240, env=clean_env())
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr  # finished (an SLO may miss on a loaded box)
     assert "Traceback" not in proc.stderr
@@ -214,13 +218,19 @@ def test_a_whole_24h_profile_at_high_speed(tmp_path, orch_cmd, clean_env):
     errors = {e["error"] for e in events if e["event"] == "retry_scheduled"}
     assert {"timeout", "network", "db_lock"} <= errors
     assert (home / "reports" / "soak" / "soak_summary.md").exists()
+    assert header["clock"] == clock
+    if clock == "skip":  # stalled workers' leases expired in soak time and their late calls were fenced
+        stalls = [e for e in events if e["event"] == "fault_injected" and e["kind"] == "worker_stall"]
+        assert stalls and any(e["event"] == "stale_rejected" for e in events)
 
 
+@pytest.mark.parametrize("clock", ["constant", "skip"])
 def test_supervisor_kill_9_then_resume_loses_and_doubles_no_arrival(tmp_path, orch_cmd, clean_env, children,
-                                                                    wait_for):
+                                                                    wait_for, clock):
     home = tmp_path / "home"
     profile = acceptance_profile(tmp_path, duration=6 * 3600.0)
-    sup = children.start(orch_cmd("soak", "start", "--profile", str(profile), "--speed", "720", "--seed", "9",
+    mode = ("--speed", "720") if clock == "constant" else ("--clock", "skip", "--busy-rate", "5")
+    sup = children.start(orch_cmd("soak", "start", "--profile", str(profile), *mode, "--seed", "9",
                                   "--home", str(home)),
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=clean_env())
     db_path = home / "db" / "queue.db"

@@ -17,6 +17,7 @@ from orchestrator.core.home import Home
 from orchestrator.judge.reporttext import soak_clock, span
 
 SPEED_MAX = 100_000.0
+DEFAULT_BUSY_RATE = 20.0  # the skip clock's busy rate: see docs/soak.md for why
 
 
 @click.group(help="Soak runs: 24h / 72h profiles, real faults, SLIs, abort rules, summary.")
@@ -39,6 +40,11 @@ def _finish(outcome) -> None:
               help="A built-in profile or a TOML file.")
 @click.option("--speed", type=click.FloatRange(min=0, min_open=True, max=SPEED_MAX), default=1.0,
               show_default=True, help="Soak seconds per wall second (1: a real soak; 1440: 24h in a minute).")
+@click.option("--clock", "clock_mode", type=click.Choice(["constant", "skip"]), default="constant", show_default=True,
+              help="constant: soak time runs --speed times the wall clock. skip: a rehearsal that runs at "
+                   "--busy-rate while anything works and jumps over idle time (docs/soak.md).")
+@click.option("--busy-rate", type=click.FloatRange(min=1, max=SPEED_MAX), default=None,
+              help=f"Soak seconds per wall second while the run works, with --clock skip (default {DEFAULT_BUSY_RATE:g}).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes (default: the profile's).")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=14, show_default=True,
               help="Seed of the arrival schedule.")
@@ -50,16 +56,22 @@ def _finish(outcome) -> None:
 @click.option("--alert-webhook", "webhooks", multiple=True, metavar="URL",
               help="Alertmanager-style alerts from the on-call server (implies --serve; repeatable).")
 @home_option
-def start(profile_spec, speed, workers, seed, handler, serve, serve_port, webhooks, home):
+def start(profile_spec, speed, clock_mode, busy_rate, workers, seed, handler, serve, serve_port, webhooks, home):
     from orchestrator.cli.serve_cmd import spawn_server, stop_spawned
     from orchestrator.core import profiles
     from orchestrator.soak.control import StartRequest
     from orchestrator.soak.control import start as start_run
     from orchestrator.web.alerts import check_urls
 
+    source = click.get_current_context().get_parameter_source
+    if clock_mode == "skip" and source("speed").name != "DEFAULT":
+        raise click.UsageError("--speed is the constant clock's; with --clock skip give --busy-rate")
+    if clock_mode == "constant" and busy_rate is not None:
+        raise click.UsageError("--busy-rate needs --clock skip")
     profile = profiles.load(profile_spec)
-    req = StartRequest(profile=profile, speed=speed, seed=seed, workers=workers or profile.workers,
-                       handler=handler, live=sys.stdout.isatty())
+    skip = clock_mode == "skip"
+    req = StartRequest(profile=profile, speed=(busy_rate or DEFAULT_BUSY_RATE) if skip else speed, seed=seed,
+                       workers=workers or profile.workers, handler=handler, live=sys.stdout.isatty(), skip=skip)
     server = None
     if serve or webhooks:
         server, line = spawn_server(Home.resolve(home), serve_port, check_urls(list(webhooks)))

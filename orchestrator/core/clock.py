@@ -8,9 +8,13 @@ same clock from the run's record, so they all agree.
 
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,7 @@ class Clock:
 
     origin: float = 0.0  # wall time (Unix seconds) where soak time equals wall time
     speed: float = 1.0
+    skips = False  # the skip clock (core/skipclock.py) jumps over idle time; this one never does
 
     def now(self) -> float:
         """Current soak time (seconds on the soak axis)."""
@@ -43,7 +48,34 @@ class Clock:
         return self.origin + (soak_time - self.origin) / self.speed
 
 
+    # What the skip clock needs of the run's processes, as no-ops here: the constant clock knows
+    # nothing of who is busy, so its waits stay plain (and keep their wall floors at call sites).
+    def participant(self) -> nullcontext:
+        return nullcontext()
+
+    def set(self, event: threading.Event) -> None:
+        event.set()
+
+    def kick(self, *_: Any) -> None:
+        pass
+
+    def freeze(self) -> None:
+        pass
+
+
 WALL = Clock()
+
+
+def run_clock(origin: float, speed: float, skip_file: str | None):
+    """The clock of a run from its record: the skip clock when the run has a clock file."""
+    if skip_file:
+        from orchestrator.core.skipclock import shared
+
+        try:
+            return shared(Path(skip_file))
+        except OSError:  # the run's folder is gone: its record still reads, at the busy rate
+            pass
+    return Clock(origin, speed)
 
 
 class HandClock:
@@ -51,6 +83,8 @@ class HandClock:
     advances it at once. For tests that must step a queue through time exactly."""
 
     speed = 1.0
+    skips = False
+    participant, set, kick, freeze = Clock.participant, Clock.set, Clock.kick, Clock.freeze
 
     def __init__(self, start: float = 1_000_000.0):
         self.t = start

@@ -22,6 +22,7 @@ import orjson
 from orchestrator.core.errors import OrchestratorError
 from orchestrator.core.heap import keep_freed_memory
 from orchestrator.faults.client import address
+from orchestrator.queue.probe import install
 from orchestrator.queue.runs import join
 from orchestrator.queue.tasks import parse_task_id
 from orchestrator.queue.writes import Queue
@@ -57,7 +58,7 @@ class Agent:
                     if self.stop.is_set():
                         break
                     raise
-                with conn:
+                with conn, self.queue.clock.participant():  # busy while it answers (skip clock)
                     conn.settimeout(5.0)
                     self._handle(conn)
         finally:
@@ -88,6 +89,16 @@ class Agent:
         hold_wall = queue.clock.to_wall(soak_seconds)
         task_id = parse_task_id(task) if task else None
 
+        def wait_soak(_: float) -> None:
+            """The skip clock: the hold time is a soak-time wait (the clock may jump to its end),
+            then the asker's `met` as above."""
+            queue.clock.wait(self.stop, soak_seconds)
+            conn.settimeout(HOLD_WALL_CAP)
+            try:
+                conn.recv(16)
+            except OSError:
+                pass
+
         def wait(seconds: float) -> None:
             until = time.monotonic() + seconds
             conn.settimeout(max(seconds, HOLD_WALL_CAP))
@@ -99,7 +110,8 @@ class Agent:
             if left > 0:
                 self.stop.wait(left)
 
-        queue.hold_write_lock(hold_wall, on_held=lambda: _send(conn, "held\n"), wait=wait,
+        queue.hold_write_lock(hold_wall, on_held=lambda: _send(conn, "held\n"),
+                              wait=wait_soak if queue.clock.skips else wait,
                               task=task_id, data={"kind": "db_lock", "target": task or None, "hold": soak_seconds})
 
 
@@ -115,6 +127,7 @@ def run_agent(db: Path, run_id: str, sock_path: Path, folder: Path) -> int:
     run = join(db, run_id, "agent", folder)
     if run is None:
         return 0
+    install(run.clock, db)
     queue = Queue(db, run.clock)
     agent = Agent(queue, sock_path)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop.set())

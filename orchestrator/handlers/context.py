@@ -47,7 +47,11 @@ class TaskContext:
 
     def sleep(self, soak_seconds: float) -> None:
         """Work for `soak_seconds`; raises `LeaseLost` as soon as the lease is revoked."""
-        if self.lost.wait(self.clock.to_wall(max(soak_seconds, 0.0))):
+        if self.clock.skips:
+            lost = self.clock.wait(self.lost, max(soak_seconds, 0.0))
+        else:
+            lost = self.lost.wait(self.clock.to_wall(max(soak_seconds, 0.0)))
+        if lost:
             raise LeaseLost(f"{self.task} lease lost")
 
     def side_effect(self, applied: bool, downstream: str = "", detail: str = "") -> None:

@@ -57,7 +57,8 @@ class Settings:
             raise LogError("run_started: `profile` is not an object")
         limits = {**AbortLimits().__dict__, **(profile.get("abort") or {})}
         window = float(limits["window"])
-        floor = SILENCE_WALL_FLOOR * float(header.get("speed") or 1.0)
+        # the skip clock: a pause of the machine stops soak time too, so the profile's own thresholds
+        floor = 0.0 if header.get("clock") == "skip" else SILENCE_WALL_FLOOR * float(header.get("speed") or 1.0)
         duration = float(profile.get("duration") or 0.0)
         return cls(
             header=header, profile=profile, run_id=str(header.get("run_id") or "unknown"),

@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS runs (
     verdict TEXT,
     commit_sha TEXT,
     log_path TEXT,
-    inflight_cap INTEGER
+    inflight_cap INTEGER,
+    clock TEXT  -- the skip clock's file (core/skipclock.py); NULL: the constant clock
 );
 INSERT OR IGNORE INTO meta (name, value) VALUES ('schema', 'orch-queue/1');
 
@@ -201,6 +202,9 @@ SELECT error, state, count(*) AS n FROM tasks WHERE error IS NOT NULL GROUP BY e
 -- name: oldest_pending
 SELECT min(enqueued_at) FROM tasks WHERE state = 'PENDING';
 
+-- name: next_lease_end
+SELECT min(lease_until) FROM tasks INDEXED BY tasks_state_id WHERE state = 'IN_PROGRESS';
+
 -- name: count_expired
 SELECT count(*) FROM tasks INDEXED BY tasks_state_id WHERE state = 'IN_PROGRESS' AND lease_until < ?;
 
@@ -233,9 +237,24 @@ SELECT * FROM runs WHERE status = 'running' ORDER BY started_wall DESC LIMIT 1;
 
 -- name: insert_run
 INSERT INTO runs (id, profile_name, profile, seed, speed, origin, started_wall, started_soak, status,
-                  first_seq, shipped_seq, supervisor_pid, commit_sha, log_path, inflight_cap)
+                  first_seq, shipped_seq, supervisor_pid, commit_sha, log_path, inflight_cap, clock)
 VALUES (:id, :profile_name, :profile, :seed, :speed, :origin, :started_wall, :started_soak, 'starting',
-        :first_seq, :first_seq, :supervisor_pid, :commit_sha, :log_path, :inflight_cap);
+        :first_seq, :first_seq, :supervisor_pid, :commit_sha, :log_path, :inflight_cap, :clock);
+
+-- name: runs_columns
+SELECT name FROM pragma_table_info('runs');
+
+-- name: add_runs_clock
+ALTER TABLE runs ADD COLUMN clock TEXT;
+
+-- name: clock_probe
+-- What the skip clock asks the database before a jump (core/skipclock.py `Probe`).
+SELECT (SELECT due_at FROM tasks INDEXED BY tasks_due WHERE state = 'PENDING' AND due_at <= :now
+        ORDER BY due_at DESC LIMIT 1),
+       (SELECT due_at FROM tasks INDEXED BY tasks_due WHERE state = 'PENDING' AND due_at > :now
+        ORDER BY due_at LIMIT 1),
+       (SELECT min(lease_until) FROM tasks INDEXED BY tasks_state_id WHERE state = 'IN_PROGRESS'),
+       (SELECT coalesce(max(seq), 0) FROM events);
 
 -- name: current_run
 SELECT * FROM runs WHERE status IN ('starting', 'running') ORDER BY started_wall DESC LIMIT 1;

@@ -7,12 +7,16 @@ import sqlite3
 from pathlib import Path
 from typing import Self
 
-from orchestrator.core.clock import WALL, Clock
+from orchestrator.core.clock import WALL, Clock, run_clock
 from orchestrator.core.errors import UnknownTask
 from orchestrator.core.model import QueueConfig, State
 from orchestrator.queue.sqlfile import q
 from orchestrator.queue.store import Writer, connect
 from orchestrator.queue.tasks import Task, event_dict, task_name
+
+
+def _clock_file(run: sqlite3.Row) -> str | None:
+    return run["clock"] if "clock" in run.keys() else None
 
 
 class QueueView:
@@ -39,7 +43,7 @@ class QueueView:
         self.conn = connect(self.path, self.config, create=create)
         if clock is None:
             run = self.conn.execute(q("active_run")).fetchone()
-            clock = WALL if run is None else Clock(run["origin"], run["speed"])
+            clock = WALL if run is None else run_clock(run["origin"], run["speed"], _clock_file(run))
         self.use_clock(clock)
 
     def use_clock(self, clock: Clock) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from orchestrator.core.clock import Clock
+from orchestrator.core.clock import Clock, run_clock
 from orchestrator.core.errors import Refused
 from orchestrator.queue.sqlfile import q
 from orchestrator.queue.writes import Queue
@@ -40,15 +40,21 @@ class Run:
     verdict: str | None
     commit_sha: str | None
     log_path: str
+    clock_file: str | None = None  # the skip clock's file; None: the constant clock
 
     @property
     def clock(self) -> Clock:
-        return Clock(self.origin, self.speed)
+        return run_clock(self.origin, self.speed, self.clock_file)
+
+    @property
+    def clock_mode(self) -> str:
+        return "skip" if self.clock_file else "constant"
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Run:
-        values = {f: row[f] for f in cls.__dataclass_fields__ if f != "profile"}
-        return cls(profile=orjson.loads(row["profile"]), **values)
+        values = {f: row[f] for f in cls.__dataclass_fields__ if f not in ("profile", "clock_file")}
+        clock_file = row["clock"] if "clock" in row.keys() else None
+        return cls(profile=orjson.loads(row["profile"]), clock_file=clock_file, **values)
 
 
 def new_run_id(seed: int) -> str:
@@ -97,7 +103,7 @@ class RunStore:
         self.queue = queue
 
     def create(self, run_id: str, profile: dict, seed: int, speed: float, origin: float, log_path: Path,
-               inflight_cap: int | None) -> Run:
+               inflight_cap: int | None, clock_file: Path | None = None) -> Run:
         def tx(conn: sqlite3.Connection) -> None:
             if conn.execute(q("current_run")).fetchone() is not None:
                 raise Refused("a soak run is already in progress in this home (see `orch soak status`)")
@@ -106,6 +112,7 @@ class RunStore:
                 "seed": seed, "speed": speed, "origin": origin, "started_wall": origin, "started_soak": origin,
                 "first_seq": conn.execute(q("last_seq")).fetchone()[0] + 1, "supervisor_pid": os.getpid(),
                 "commit_sha": commit_sha(), "log_path": str(log_path), "inflight_cap": inflight_cap,
+                "clock": None if clock_file is None else str(clock_file),
             })
 
         self.queue.write(tx)

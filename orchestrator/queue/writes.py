@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -19,6 +19,8 @@ from orchestrator.core.model import ACTION_EVENTS, OPERATOR_ACTIONS, ErrorClass,
 from orchestrator.queue.reads import QueueView
 from orchestrator.queue.sqlfile import q
 from orchestrator.queue.tasks import Enqueued, Lease, SideEffect, Task, canonical_json, task_name
+
+T = TypeVar("T")
 
 REAP_BATCH = 256
 
@@ -49,6 +51,12 @@ class Queue(QueueView):
             wait(wall_seconds)
 
         self.write.unqueued(tx)
+
+    def _kicking(self, result: T) -> T:
+        """After a commit that may have made a task due now: wake the idle workers of a skip
+        clock at once (the constant clock's workers look every poll)."""
+        self.clock.kick()
+        return result
 
     def record(self, event: str, **fields: Any) -> int:
         """Write one event that changes no task (worker_started, fault_injected, checkpoint...)."""
@@ -117,7 +125,7 @@ class Queue(QueueView):
                 also(conn)
             return out
 
-        return self.write(tx)
+        return self._kicking(self.write(tx))
 
     # --- leasing ------------------------------------------------------------------------
     def has_due(self) -> bool:
@@ -320,7 +328,11 @@ class Queue(QueueView):
                         prev="IN_PROGRESS", attempt=row["attempt"] - 1, epoch=epoch, worker=worker)
             return "released"
 
-        return self.write(tx)
+        return self._kicking(self.write(tx))
+
+    def next_lease_end(self) -> float | None:
+        """The soak time the next lease in flight expires (None: none in flight)."""
+        return self.conn.execute(q("next_lease_end")).fetchone()[0]
 
     def reap(self) -> list[tuple[int, str]]:
         """Return expired leases to PENDING (the attempt counts) or to FAILED (`lease_timeout`)
@@ -348,13 +360,14 @@ class Queue(QueueView):
                 out.append((row["id"], state))
             return out
 
-        return self.write(tx)
+        return self._kicking(self.write(tx))
 
     # --- operator actions ---------------------------------------------------------------
     def operate(self, action: str, task: int, *, actor: str, notes: str | None = None,
                 budget: float | None = None) -> Task:
         """cancel | replan | retry | done | fail through the guarded state machine."""
-        return self.write(lambda conn: self._operate(conn, self.clock.now(), action, task, actor, notes, budget))
+        return self._kicking(self.write(lambda conn: self._operate(conn, self.clock.now(), action, task, actor,
+                                                                 notes, budget)))
 
     def _operate(self, conn: sqlite3.Connection, now: float, action: str, task: int, actor: str,
                  notes: str | None, budget: float | None) -> Task:
@@ -405,4 +418,4 @@ class Queue(QueueView):
             now = self.clock.now()
             return [self._operate(conn, now, action, t, actor, notes, None) for t in ids]
 
-        return self.write(tx)
+        return self._kicking(self.write(tx))

@@ -29,6 +29,7 @@ class StartRequest:
     workers: int
     handler: str
     live: bool
+    skip: bool = False  # the skip clock (speed is then its busy rate)
 
 
 def start(home: Home, req: StartRequest) -> Outcome:
@@ -43,7 +44,8 @@ def start(home: Home, req: StartRequest) -> Outcome:
         log_path = home.logs / f"soak_{req.profile.name}_{run_id}.jsonl"
         # `starting`: the clock's origin is set when the pool is ready (Supervisor.run)
         run = store.create(run_id, req.profile.to_dict(), req.seed, req.speed, time.time(), log_path,
-                           req.profile.inflight_cap or None)
+                           req.profile.inflight_cap or None,
+                           clock_file=home.runtime / run_id / "clock.bin" if req.skip else None)
     sup = Supervisor(home, run, req.profile, plan, SoakOptions(workers=req.workers, handler=req.handler,
                                                                live=req.live), manifest=manifest)
     sup.install_signals()
@@ -128,11 +130,16 @@ def status(home: Home) -> dict | None:
         alive = pid_alive(run.supervisor_pid)
         live = run.status in ("starting", "running")
         state = run.status if (not live or alive) else "interrupted"
-        end_soak = clock.now() if live else run.started_soak + (
-            (run.ended_wall or run.started_wall) - run.started_wall) * run.speed
+        if live:
+            end_soak = clock.now()
+        elif run.clock_file:  # the skip clock: the end is the last event's soak time
+            end_soak = queue.last_event_t() or run.started_soak
+        else:
+            end_soak = run.started_soak + ((run.ended_wall or run.started_wall) - run.started_wall) * run.speed
         doc = queue.status(recent=5)
         return {
             "run_id": run.id, "profile": run.profile_name, "seed": run.seed, "speed": run.speed,
+            "clock": run.clock_mode,
             "status": state, "verdict": run.verdict, "supervisor_pid": run.supervisor_pid if alive else None,
             "soak_t": round(end_soak - run.started_soak, 3), "duration": run.profile.get("duration"),
             "arrivals_enqueued": run.next_arrival, "commit": run.commit_sha, "log": run.log_path,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import orjson
 
 from orchestrator.core.clock import iso_utc
 from orchestrator.core.heap import keep_freed_memory
+from orchestrator.core.skipclock import SHIP
+from orchestrator.queue.probe import install
 from orchestrator.queue.runs import Run, RunStore, join
 from orchestrator.queue.tasks import task_name
 from orchestrator.queue.writes import Queue
@@ -23,6 +26,7 @@ from orchestrator.queue.writes import Queue
 FIELDS = ("seq", "t", "wall", "event", "task", "key", "state", "prev", "attempt", "epoch", "worker", "error",
           "actor", "notes")
 BATCH = 5000
+SKIP_SYNC_WALL = 0.25  # wall seconds between fsyncs of the log on the skip clock
 
 
 def event_line(row, started_soak: float) -> bytes:
@@ -45,7 +49,7 @@ def event_line(row, started_soak: float) -> bytes:
 def header_line(run: Run, manifest: dict, workers: int) -> bytes:
     return orjson.dumps({
         "event": "run_started", "run_id": run.id, "profile": run.profile, "seed": run.seed,
-        "speed": run.speed, "commit": run.commit_sha, "started_at": iso_utc(run.started_wall),
+        "speed": run.speed, "clock": run.clock_mode, "commit": run.commit_sha, "started_at": iso_utc(run.started_wall),
         "t": 0.0, "wall": iso_utc(run.started_wall), "first_seq": run.first_seq, "workers": workers,
         "manifest": manifest,
     }) + b"\n"
@@ -98,6 +102,10 @@ class Shipper:
         self.last = last_shipped(self.path, run.first_seq)
         self.pause = max(queue.clock.to_wall(interval_soak), wall_floor)
         self.stop = threading.Event()
+        # The skip clock waits for every event to be shipped before each jump (tens of thousands
+        # in a rehearsal): there the file is fsync'd at most every SKIP_SYNC_WALL, and at the end.
+        self.sync_every = SKIP_SYNC_WALL if queue.clock.skips else 0.0
+        self.synced = 0.0
 
     def ship_once(self, fh) -> int:
         rows = self.queue.events_after(self.last, BATCH)
@@ -105,20 +113,30 @@ class Shipper:
             return 0
         fh.write(b"".join(event_line(r, self.started_soak) for r in rows))
         fh.flush()
-        os.fsync(fh.fileno())
+        if time.monotonic() - self.synced >= self.sync_every:
+            self.sync(fh)
         self.last = rows[-1]["seq"]
         return len(rows)
 
+    def sync(self, fh) -> None:
+        os.fsync(fh.fileno())
+        self.synced = time.monotonic()
+
     def run(self) -> int:
         """Ship until the run has ended and every event is in the file."""
-        with open(self.path, "ab") as fh:
+        clock = self.queue.clock
+        with open(self.path, "ab") as fh, clock.participant():
             while True:
                 if self.ship_once(fh) == BATCH:
                     continue  # behind: ship the next batch at once; else one batch (one fsync) per pause
                 ended = self.store.get(self.run_id).status != "running"
                 if (ended or self.stop.is_set()) and self.queue.last_seq() <= self.last:
+                    self.sync(fh)
                     return 0
-                self.stop.wait(self.pause)
+                if clock.skips:  # woken when events wait to be shipped: no jump leaves one behind
+                    clock.wait(self.stop, None, SHIP, seen=self.last)
+                else:
+                    self.stop.wait(self.pause)
 
 
 def run_shipper(db: Path, run_id: str, folder: Path) -> int:
@@ -126,6 +144,7 @@ def run_shipper(db: Path, run_id: str, folder: Path) -> int:
     run = join(db, run_id, "shipper", folder)
     if run is None:
         return 0
+    install(run.clock, db)
     queue = Queue(db, run.clock)
     try:
         shipper = Shipper(queue, run)

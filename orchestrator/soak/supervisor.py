@@ -28,9 +28,11 @@ from orchestrator.core.heap import keep_freed_memory
 from orchestrator.core.home import Home
 from orchestrator.core.model import QueueConfig
 from orchestrator.core.profiles import Profile
+from orchestrator.core.skipclock import SkipClock
 from orchestrator.faults.client import ask
 from orchestrator.judge.report import write_incident, write_summary
 from orchestrator.judge.sli import Aggregator, LogTail, log_abort
+from orchestrator.queue.probe import install
 from orchestrator.queue.runs import Run, RunStore
 from orchestrator.queue.tasks import task_name
 from orchestrator.queue.writes import Queue
@@ -38,15 +40,17 @@ from orchestrator.soak import arrivals
 from orchestrator.soak.arrivals import Plan
 from orchestrator.soak.pool import Pool, PoolConfig
 from orchestrator.soak.progress import Progress
+from orchestrator.soak.skipjobs import Job, SkipJobs, every
 from orchestrator.soak.shipper import Shipper, header_line, link_latest, write_header
 
 TTL_WALL_FLOOR = 0.05  # wall seconds: a lease must outlive a WAL checkpoint stall (10-30 ms)
 EXIT_CODES = {"PASS": 0, "FAIL": 1, "INCOMPLETE": 1, "STOPPED": 1, "ABORTED": 3}
 
 
-def effective_ttl(profile: Profile, speed: float) -> float:
-    """The lease TTL in soak seconds, floored in wall time at high speeds (see docs/soak.md)."""
-    return max(profile.lease_ttl, TTL_WALL_FLOOR * speed)
+def effective_ttl(profile: Profile, speed: float, skip: bool = False) -> float:
+    """The lease TTL in soak seconds, floored in wall time at high constant speeds (see
+    docs/soak.md); the skip clock needs no floor (a pause of the machine stops soak time too)."""
+    return profile.lease_ttl if skip else max(profile.lease_ttl, TTL_WALL_FLOOR * speed)
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ class Supervisor:
         self.plan = plan
         self.options = options
         self.clock = run.clock
-        self.ttl = effective_ttl(profile, run.speed)
+        self.ttl = effective_ttl(profile, run.speed, skip=run.clock_file is not None)
         self.config = QueueConfig(retry=profile.retry.policy(), lease_ttl=self.ttl,
                                   inflight_cap=profile.inflight_cap or None)
         self.local = threading.local()
@@ -222,16 +226,36 @@ class Supervisor:
             if proc is None or proc.pid in self.pool.stopped or proc.popen.poll() is not None:
                 continue
             queue.record("fault_injected", worker=proc.name, data={"kind": kind, "target": proc.pid})
-            self.pool.signal(proc, sig)
+            if self.clock.skips and sig == signal.SIGSTOP:
+                self.clock.signal(proc.pid, sig)  # never stopped inside the clock's lock
+                self.pool.stopped.add(proc.pid)
+            else:
+                self.pool.signal(proc, sig)
             if sig == signal.SIGSTOP:
                 # SIGCONT from a timer, not from a job: the stopped worker may hold the write lock
                 # that every job is waiting for.
-                wake = threading.Timer(self.clock.to_wall(self.faults.stall_factor * self.ttl),
-                                       self.pool.signal, args=(proc, signal.SIGCONT))
-                wake.daemon = True
-                wake.start()
+                self._wake_later(proc, self.faults.stall_factor * self.ttl)
             return True
         return False
+
+    def _wake_later(self, proc, soak_seconds: float) -> None:
+        """SIGCONT `proc` after `soak_seconds`, from a timer thread (on the skip clock a
+        participant that waits on the clock, so the clock may jump to the wake-up)."""
+        if not self.clock.skips:
+            wake = threading.Timer(self.clock.to_wall(soak_seconds), self.pool.signal, args=(proc, signal.SIGCONT))
+            wake.daemon = True
+            wake.start()
+            return
+        ready = threading.Event()
+
+        def wake() -> None:
+            with self.clock.participant():
+                ready.set()
+                self.clock.wait(None, soak_seconds)
+                self.pool.signal(proc, signal.SIGCONT)
+
+        threading.Thread(target=wake, name=f"sigcont-{proc.pid}", daemon=True).start()
+        ready.wait(5.0)  # a participant before this job goes on: the clock cannot skip the wake-up
 
     def job_watch(self) -> None:
         if self.stopping.is_set():
@@ -292,6 +316,49 @@ class Supervisor:
         run.__name__ = job.__name__
         return run
 
+    def skip_jobs(self) -> SkipJobs:
+        """The same jobs on the skip clock: due at soak times the clock can jump to (the next
+        arrival, the next worker fault), the rest on their soak periods."""
+        start = self.clock.now()
+        plan, started = self.plan, self.run_rec.started_soak
+
+        def next_arrival(now: float) -> float:
+            times = [float(plan.times[self.cursor])] if self.cursor < len(plan) else []
+            if self.dup_cursor < len(plan.dup_times):
+                times.append(float(plan.dup_times[self.dup_cursor]))
+            return started + min(times) if times else float("inf")
+
+        def next_fault(now: float) -> float:
+            times = [t for every_, t in ((self.faults.worker_crash_every, self.next_crash),
+                                         (self.faults.worker_stall_every, self.next_stall)) if every_]
+            due = started + min(times) if times else float("inf")
+            return due if due > now else now + 5.0  # no worker mid-task: look again in 5 s, as the interval job
+
+        def next_expiry(now: float) -> float:
+            """At the next lease's expiry; with none in flight, one TTL on (no lease taken later
+            expires sooner)."""
+            end = self._queue().next_lease_end()
+            return now + self.ttl if end is None else max(end, now)
+
+        jobs = [
+            Job("arrivals", self._guarded(self.job_arrivals), next_arrival),
+            Job("reaper", self._guarded(self.job_reap), next_expiry),
+            Job("oncall", self._guarded(self.job_oncall), every(60.0, start)),
+            Job("checkpoint", self._guarded(self.job_checkpoint), every(self.profile.checkpoint_every, start)),
+            Job("chaos", self._guarded(self.job_chaos), next_fault),
+            Job("evaluate", self._guarded(self.job_evaluate), every(60.0, start)),
+        ]
+        return SkipJobs(self.clock, jobs, self.stopping, self._drained_now)
+
+    def _drained_now(self) -> bool:
+        """The skip jobs' end check: the run drained, so stop before the clock jumps on."""
+        if self.drained() or self.now_t() > self.drain_limit():
+            self.stop_reason = self.stop_reason or ("finished" if self.drained() else "drain limit")
+            self.clock.freeze()
+            self.stopping.set()
+            return True
+        return False
+
     def scheduler(self) -> BackgroundScheduler:
         # A tick that finds the previous one still running is skipped on purpose (the next tick
         # enqueues everything due): not worth a warning line each time.
@@ -339,12 +406,15 @@ class Supervisor:
         if late:
             print(f"warning: not ready after 60 s: {', '.join(late)}", file=sys.stderr, flush=True)
         origin = time.time()
+        if self.run_rec.clock_file:
+            SkipClock.create(self.run_rec.clock_file, origin, self.run_rec.speed)
         path = Path(self.run_rec.log_path)
         provisional = dataclasses.replace(self.run_rec, origin=origin, started_wall=origin, started_soak=origin)
         write_header(path, header_line(provisional, self.manifest, self.options.workers))
         link_latest(path, self.profile.name)
         self.run_rec = self.store.go(self.run_rec.id, origin)
         self.clock = self.run_rec.clock
+        install(self.clock, self.home.db)
         self._queue().use_clock(self.clock)
 
     def run(self) -> Outcome:
@@ -352,13 +422,16 @@ class Supervisor:
         self.pool.start()
         if self.run_rec.status == "starting":
             self.start_clock()
-        sched = self.scheduler()
+        install(self.clock, self.home.db)
+        sched = self.skip_jobs() if self.clock.skips else self.scheduler()
         sched.start()
         progress = Progress(self.snapshot, self.now_t, live=self.options.live)
         try:
             with progress:
                 while not self.stopping.wait(0.05):
                     progress.tick()
+                    if self.clock.skips:
+                        self._guarded(self.job_watch)()  # a wall-time look: the skip jobs wait in soak time
                     if self.drained():
                         self.stop_reason = "finished"
                         break
@@ -366,6 +439,7 @@ class Supervisor:
                         self.stop_reason = "drain limit"
                         break
         finally:
+            self.clock.freeze()  # the skip clock: no jump past the end while the run winds down
             sched.shutdown(wait=True)
             self.pool.stop(("worker", "agent"))
         return self.wind_down()
@@ -399,6 +473,7 @@ class Supervisor:
         with open(self.run_rec.log_path, "ab") as fh:
             while shipper.ship_once(fh):
                 pass
+            shipper.sync(fh)
         events = self.tail.read()
         with self.agg_lock:
             self._feed(events)

@@ -18,9 +18,11 @@ from orchestrator.core.clock import Clock
 from orchestrator.core.errors import DbLockError, OrchestratorError
 from orchestrator.core.heap import keep_freed_memory
 from orchestrator.core.model import GuardrailExceeded, QueueConfig, classify, describe
+from orchestrator.core.skipclock import WORK
 from orchestrator.faults.client import lock_requester
 from orchestrator.handlers.context import LeaseLost, Stopping, TaskContext, load_handler, payload_of
 from orchestrator.handlers.ledger import Ledger
+from orchestrator.queue.probe import install
 from orchestrator.queue.sqlfile import q
 from orchestrator.queue.tasks import Lease, SideEffect
 from orchestrator.queue.writes import Queue
@@ -52,31 +54,52 @@ class Heartbeats(threading.Thread):
         self.lock = threading.Lock()
         self.held: dict[int, tuple[Lease, threading.Event, float]] = {}
         self.period = max(queue.clock.to_wall(queue.config.lease_ttl / 3), 0.001)
+        self.changed = threading.Event()  # the skip clock: a lease taken, wake and beat for it
 
     def hold(self, lease: Lease, lost: threading.Event) -> None:
         """Start beating for `lease` (leased just now)."""
         with self.lock:
             self.held[lease.task] = (lease, lost, self.queue.clock.now())
+        if self.queue.clock.skips:
+            self.queue.clock.set(self.changed)
 
     def drop(self, lease: Lease) -> None:
         with self.lock:
             self.held.pop(lease.task, None)
 
     def run(self) -> None:
-        third = self.queue.config.lease_ttl / 3
-        while not self.stop.wait(self.period):
-            with self.lock:
-                due = [v for v in self.held.values() if self.queue.clock.now() - v[2] >= third]
-            for lease, lost, _ in due:
-                try:
-                    alive = self.queue.heartbeat(lease.task, lease.epoch, self.worker)
-                except OrchestratorError:
-                    continue  # a locked database: try again next period; the lease may expire
+        clock = self.queue.clock
+        if not clock.skips:
+            while not self.stop.wait(self.period):
+                self._beat()
+            return
+        with clock.participant():  # on the skip clock: wait for the next beat due, or a new lease
+            while not self.stop.is_set():
+                self.changed.clear()
                 with self.lock:
-                    if lease.task in self.held:
-                        self.held[lease.task] = (lease, lost, self.queue.clock.now())
-                if not alive:
-                    lost.set()
+                    beats = [at for _, _, at in self.held.values()]
+                third = self.queue.config.lease_ttl / 3
+                wait = None if not beats else min(beats) + third - clock.now()
+                if wait is None or wait > 0:
+                    clock.wait(self.changed, wait)  # the worker's end sets `changed` too
+                if self.stop.is_set():
+                    return
+                self._beat()
+
+    def _beat(self) -> None:
+        third = self.queue.config.lease_ttl / 3
+        with self.lock:
+            due = [v for v in self.held.values() if self.queue.clock.now() - v[2] >= third]
+        for lease, lost, _ in due:
+            try:
+                alive = self.queue.heartbeat(lease.task, lease.epoch, self.worker)
+            except OrchestratorError:
+                continue  # a locked database: try again next period; the lease may expire
+            with self.lock:
+                if lease.task in self.held:
+                    self.held[lease.task] = (lease, lost, self.queue.clock.now())
+            if not alive:
+                self.queue.clock.set(lost)
 
 
 class Worker:
@@ -125,6 +148,8 @@ class Worker:
 
     def run(self) -> int:
         cfg, queue, clock = self.config, self.queue, self.queue.clock
+        if clock.skips:
+            clock.enter()  # a participant of the skip clock until it exits (left in `finally`)
         self._record("worker_started", handler=cfg.handler, fencing=queue.config.fencing)
         self.heartbeats.start()
         idle_since = clock.now()
@@ -143,6 +168,7 @@ class Worker:
                         queue.reap()
                     except DbLockError:
                         self.lock_failures += 1
+                looked = clock.now()
                 if not leases:
                     leases = self._lease() if queue.has_due() else []
                 if not leases:
@@ -153,8 +179,13 @@ class Worker:
                     if not waiting:
                         waiting = True
                         until = "" if cfg.idle_exit is None else f", exiting after {cfg.idle_exit:g} idle soak s"
-                        self._say(f"no task due: waiting (a look every {cfg.poll:g} soak s{until})")
-                    self.stopping.wait(pause)
+                        look = "woken by the skip clock" if clock.skips else f"a look every {cfg.poll:g} soak s"
+                        self._say(f"no task due: waiting ({look}{until})")
+                    if clock.skips:  # woken by an enqueue, a task falling due, or a signal's look
+                        left = None if cfg.idle_exit is None else cfg.idle_exit - (clock.now() - idle_since)
+                        clock.wait(self.stopping, left, WORK, seen=looked)
+                    else:
+                        self.stopping.wait(pause)
                     continue
                 waiting = False
                 lease = leases.pop(0)
@@ -178,8 +209,11 @@ class Worker:
                     self.lock_failures += 1  # not released: its lease expires and the reaper returns it
         finally:
             self.finished.set()
+            clock.set(self.heartbeats.changed)
             self._record("worker_exited", reason=reason, tasks=self.done)
             self._say(f"exited ({reason}) after {self.done} tasks")
+            if clock.skips:
+                clock.leave()
         return 0
 
     def _lease(self) -> list[Lease]:
@@ -267,6 +301,7 @@ class Worker:
 def run_worker(home_db, clock: Clock, queue_config: QueueConfig, config: WorkerConfig) -> int:
     """Entry point of `orch worker`: open two connections (work, heartbeats) and loop."""
     keep_freed_memory()
+    install(clock, home_db)
     queue = Queue(home_db, clock, queue_config)
     beats = Queue(home_db, clock, queue_config)
     worker = Worker(queue, config, heartbeat_queue=beats)

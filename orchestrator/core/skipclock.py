@@ -1,0 +1,400 @@
+"""The skip clock: soak time that runs at a busy rate while the run works and jumps to the next
+soak-time event when every participant waits (docs/soak.md, "The skip clock").
+
+One file per run (`run/<run>/clock.bin`), mapped into every process of the run:
+
+- a header with the time base (soak time = base_soak + (wall - base_wall) x rate), written under
+  a sequence lock so a reader never sees half of a jump, plus the jump count, the work generation
+  and the frozen flag;
+- one slot per participant thread: its pid and the process's start time (so a dead or reused pid
+  is recognised), its state (busy or waiting), the soak time its wait ends (infinity: until woken),
+  what it waits for (a timer, work to lease, events to ship), and what it has seen (the soak time of
+  a worker's last look at the queue, the seq a shipper has shipped).
+
+Every change of a slot and every jump happens under one lock: a thread lock in the process and an
+flock on the file across processes. A waiting thread sleeps on its own abstract Unix datagram
+socket; whoever wakes it first marks its slot busy (under the lock), then sends one byte. So a wake
+in flight is already counted as work, and the thread that finds every slot waiting (the last one to
+go idle, or any waiter's periodic look) may jump: nothing can be in flight that the slots do not
+show. The database's part (tasks due, leases to expire, events not shipped) comes from a probe the
+process installs, read under the same lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import mmap
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+HEADER = struct.Struct("<QdddQQQQ")  # seq, base_soak, base_wall, rate, jumps, kicks, frozen, slots in use
+SLOT = struct.Struct("<qqqqddq")  # pid, starttime, state, topic, deadline, seen, ident
+SLOTS = 256
+SIZE = HEADER.size + SLOT.size * SLOTS
+FREE, BUSY, WAITING = 0, 1, 2
+TIMER, WORK, SHIP = 0, 1, 2  # what a waiting slot waits for
+LOOK_WALL = 0.05  # wall seconds: a waiter's periodic look (a lost wake, a signal, a dead peer)
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the database says at a jump: the latest due time of a PENDING task that is due now
+    (None: none), the earliest due time of one that is not due yet (a backoff's end), the earliest
+    lease expiry (the reaper's next work), and the last event's seq."""
+
+    due_now: float | None
+    next_due: float | None
+    lease_end: float | None
+    last_seq: int
+
+
+def process_state(pid: int, starttime: int) -> str:
+    """'run', 'stopped' or 'dead' (gone, a zombie, or the pid now names another process)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b") ", 1)[1].split()
+    except (OSError, IndexError):
+        return "dead"
+    if fields[0] in (b"Z", b"X") or int(fields[19]) != starttime:
+        return "dead"
+    return "stopped" if fields[0] in (b"T", b"t") else "run"
+
+
+def _starttime(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        return int(fh.read().rsplit(b") ", 1)[1].split()[19])
+
+
+class SkipClock:
+    """The run's skip clock, as one process sees it. Threads that take part in the run register
+    with `participant()` (or `enter()`); any thread may read `now()`."""
+
+    skips = True
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self._mutex = threading.RLock()
+        self._local = threading.local()
+        self._events: dict[int, threading.Event] = {}  # slot -> the event its thread waits on
+        self._pid = -1
+        self.probe: Callable[[float], Probe] | None = None  # the database's part of a jump
+        self._open()
+        self.speed = self.rate
+
+    @classmethod
+    def create(cls, path: Path | str, origin: float, rate: float) -> SkipClock:
+        """A new run's clock file: soak time `origin` now, advancing at `rate` while busy."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            fh.write(HEADER.pack(0, origin, time.time(), rate, 0, 0, 0, 0) + bytes(SLOT.size * SLOTS))
+        os.replace(tmp, path)
+        return cls(path)
+
+    # --- the file --------------------------------------------------------------------------
+    def _open(self) -> None:
+        self._pid = os.getpid()
+        self._fd = os.open(self.path, os.O_RDWR)
+        self._map = mmap.mmap(self._fd, SIZE)
+        st = os.fstat(self._fd)
+        self._name = f"orch-clock-{st.st_dev:x}-{st.st_ino:x}-".encode()
+        self._sockets: dict[int, socket.socket] = {}
+        self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sender.setblocking(False)
+        self._local = threading.local()
+        self._events = {}
+
+    def _check_fork(self) -> None:
+        """A forked child must not share its parent's flock (one open file): it opens its own."""
+        if os.getpid() != self._pid:
+            self._open()
+
+    def close(self) -> None:
+        for sock in self._sockets.values():
+            sock.close()
+        self._sender.close()
+        self._map.close()
+        os.close(self._fd)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._check_fork()
+        with self._mutex:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _header(self) -> tuple:
+        return HEADER.unpack_from(self._map, 0)
+
+    def _slot(self, i: int) -> list:
+        return list(SLOT.unpack_from(self._map, HEADER.size + i * SLOT.size))
+
+    def _put(self, i: int, slot: list) -> None:
+        SLOT.pack_into(self._map, HEADER.size + i * SLOT.size, *slot)
+
+    def _set_base(self, base_soak: float, base_wall: float) -> None:
+        seq, _, _, rate, jumps, kicks, frozen, spare = self._header()
+        HEADER.pack_into(self._map, 0, seq + 1, base_soak, base_wall, rate, jumps, kicks, frozen, spare)
+        HEADER.pack_into(self._map, 0, seq + 2, base_soak, base_wall, rate, jumps + 1, kicks, frozen, spare)
+
+    def _bump(self, field: int, value: int | None = None) -> None:
+        head = list(self._header())
+        head[field] = head[field] + 1 if value is None else value
+        HEADER.pack_into(self._map, 0, *head)
+
+    # --- reading the time ------------------------------------------------------------------
+    def now(self) -> float:
+        """Current soak time; lock-free (a sequence lock: retried while a jump is written)."""
+        m = self._map
+        while True:
+            seq, base_soak, base_wall, rate = HEADER.unpack_from(m, 0)[:4]
+            wall = time.time()
+            if seq & 1 == 0 and struct.unpack_from("<Q", m, 0)[0] == seq:
+                return base_soak + (wall - base_wall) * rate
+
+    def _used(self) -> int:
+        return self._header()[7]
+
+    @property
+    def rate(self) -> float:
+        return self._header()[3]
+
+    @property
+    def jumps(self) -> int:
+        return self._header()[4]
+
+    @property
+    def frozen(self) -> bool:
+        return bool(self._header()[6])
+
+    def to_wall(self, soak_seconds: float) -> float:
+        """Wall seconds `soak_seconds` take at most (when nothing lets the clock jump)."""
+        return soak_seconds / self.speed
+
+    def to_soak(self, wall_seconds: float) -> float:
+        return wall_seconds * self.speed
+
+    def wall_of(self, soak_time: float) -> float:
+        """The wall time of `soak_time` in the current stretch (exact for the present)."""
+        _, base_soak, base_wall, rate = self._header()[:4]
+        return base_wall + (soak_time - base_soak) / rate
+
+    # --- taking part -----------------------------------------------------------------------
+    def enter(self) -> int:
+        """Register the calling thread as a busy participant; returns its slot."""
+        self._check_fork()
+        have = getattr(self._local, "slot", None)
+        if have is not None:
+            return have
+        pid, start = os.getpid(), _starttime(os.getpid())
+        with self._locked():
+            for i in range(SLOTS):
+                slot = self._slot(i)
+                if slot[2] == FREE or (slot[0] != pid and process_state(slot[0], slot[1]) == "dead"):
+                    self._put(i, [pid, start, BUSY, TIMER, INF, 0.0, threading.get_ident()])
+                    if i >= self._used():
+                        self._bump(7, i + 1)
+                    break
+            else:
+                raise RuntimeError(f"{self.path}: all {SLOTS} participant slots are taken")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(b"\0" + self._name + str(i).encode())
+        self._sockets[i] = sock
+        self._local.slot = i
+        return i
+
+    def leave(self) -> None:
+        i = getattr(self._local, "slot", None)
+        if i is None:
+            return
+        with self._locked():
+            self._put(i, [0, 0, FREE, TIMER, INF, 0.0, 0])
+            self._try_jump()  # the last busy one may leave: what waited can go on
+        self._sockets.pop(i).close()
+        self._local.slot = None
+
+    @contextmanager
+    def participant(self) -> Iterator[int]:
+        slot = self.enter()
+        try:
+            yield slot
+        finally:
+            self.leave()
+
+    # --- waiting ---------------------------------------------------------------------------
+    def sleep(self, soak_seconds: float) -> None:
+        self.wait(None, soak_seconds)
+
+    def wait(self, event: threading.Event | None, soak_seconds: float | None, topic: int = TIMER,
+             seen: float = 0.0) -> bool:
+        """Wait until `event` is set or `soak_seconds` of soak time passed (None: until woken);
+        returns whether the event is set. `topic` WORK: wake when work may be due (`seen` is the
+        soak time of this worker's last look at the queue); SHIP: wake when events wait to be
+        shipped (`seen`: the last seq shipped). A thread that is not a participant polls."""
+        deadline = INF if soak_seconds is None else self.now() + max(soak_seconds, 0.0)
+        i = getattr(self._local, "slot", None)
+        if i is None:
+            return self._poll(event, deadline)
+        if event is not None and event.is_set():
+            return True
+        sock = self._sockets[i]
+        with self._locked():
+            slot = self._slot(i)
+            slot[2:6] = [WAITING, topic, deadline, seen]
+            self._put(i, slot)
+            if event is not None:
+                self._events[i] = event
+            self._try_jump()
+        try:
+            while True:
+                if event is not None and event.is_set():
+                    return True
+                left = deadline - self.now()
+                if left <= 0:
+                    return False
+                if self._slot(i)[2] == BUSY:  # woken
+                    if topic != TIMER:
+                        return event is not None and event.is_set()
+                    with self._locked():  # a wake for a timer that is not due yet: wait on
+                        slot = self._slot(i)
+                        slot[2] = WAITING
+                        self._put(i, slot)
+                sock.settimeout(max(min(left / self.rate, LOOK_WALL), 1e-6))
+                try:
+                    while True:
+                        sock.recv(16)
+                        sock.setblocking(False)  # drain the wakes that piled up
+                except (TimeoutError, BlockingIOError):
+                    if self._slot(i)[2] == WAITING:
+                        with self._locked():
+                            self._try_jump()
+        finally:
+            with self._locked():
+                self._events.pop(i, None)
+                slot = self._slot(i)
+                slot[2], slot[4] = BUSY, INF
+                self._put(i, slot)
+
+    def _poll(self, event: threading.Event | None, deadline: float) -> bool:
+        pause = event or threading.Event()
+        while True:
+            left = deadline - self.now()
+            if pause.is_set() or left <= 0:
+                return pause.is_set()
+            pause.wait(min(left / self.rate, LOOK_WALL))
+
+    # --- waking ----------------------------------------------------------------------------
+    def _wake(self, i: int) -> None:
+        """Mark slot `i` busy, then send its thread one byte (call under the lock)."""
+        slot = self._slot(i)
+        slot[2] = BUSY
+        self._put(i, slot)
+        try:
+            self._sender.sendto(b"w", b"\0" + self._name + str(i).encode())
+        except OSError:
+            pass  # its socket is gone (a dead process) or full (it is awake anyway)
+
+    def set(self, event: threading.Event) -> None:
+        """Set `event` and wake this process's participants that wait on it."""
+        event.set()
+        with self._locked():
+            for i, waited in list(self._events.items()):
+                if waited is event and self._slot(i)[2] == WAITING:
+                    self._wake(i)
+
+    def kick(self, topic: int = WORK) -> None:
+        """Wake every participant waiting for `topic` (after a commit that made work due)."""
+        with self._locked():
+            self._bump(5)
+            for i in range(self._used()):
+                slot = self._slot(i)
+                if slot[2] == WAITING and slot[3] == topic:
+                    self._wake(i)
+
+    def freeze(self) -> None:
+        """No more jumps (the run winds down): soak time runs on at the busy rate."""
+        with self._locked():
+            self._bump(6, 1)
+
+    def signal(self, pid: int, sig: int) -> None:
+        """Send `sig` holding the clock's lock, so SIGSTOP never stops a process inside it."""
+        with self._locked():
+            os.kill(pid, sig)
+
+    # --- the jump --------------------------------------------------------------------------
+    def _try_jump(self) -> None:
+        """Under the lock: when every live, running participant waits and the database has no
+        work unseen and no event unshipped, move soak time to the earliest event; wake who waits
+        for it. Otherwise do nothing (time runs on at the busy rate)."""
+        if self.frozen or self.probe is None:
+            return
+        t = self.now()
+        earliest, looked, shipped = INF, INF, None
+        waiting: list[tuple[int, list]] = []
+        for i in range(self._used()):
+            slot = self._slot(i)
+            if slot[2] == FREE:
+                continue
+            due = slot[2] == BUSY or slot[4] <= t
+            if due:
+                state = process_state(slot[0], slot[1])
+                if state == "dead":
+                    self._put(i, [0, 0, FREE, TIMER, INF, 0.0, 0])
+                    continue
+                if state == "run":
+                    return  # someone works, or is about to
+                continue  # stopped (SIGSTOP): it does nothing until SIGCONT, as in a real run
+            waiting.append((i, slot))
+            earliest = min(earliest, slot[4])
+            if slot[3] == WORK:
+                looked = min(looked, slot[5])
+            elif slot[3] == SHIP:
+                shipped = slot[5] if shipped is None else min(shipped, slot[5])
+        probe = self.probe(t)
+        if shipped is not None and probe.last_seq > shipped:
+            self._wake_topic(waiting, SHIP)
+            return
+        if probe.due_now is not None and probe.due_now >= looked:
+            self._wake_topic(waiting, WORK)  # a task fell due since the workers last looked
+            return
+        for when in (probe.next_due, probe.lease_end):
+            if when is not None:
+                earliest = min(earliest, when)
+        if earliest == INF or earliest <= t:
+            return
+        self._set_base(earliest, time.time())
+        for i, slot in waiting:
+            if slot[4] <= earliest or (slot[3] == WORK and probe.next_due is not None
+                                       and probe.next_due <= earliest):
+                self._wake(i)
+
+    def _wake_topic(self, waiting: list[tuple[int, list]], topic: int) -> None:
+        for i, slot in waiting:
+            if slot[3] == topic:
+                self._wake(i)
+
+
+_SHARED: dict[Path, SkipClock] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(path: Path) -> SkipClock:
+    """This process's one view of the clock file at `path` (one lock, one set of slots)."""
+    with _SHARED_LOCK:
+        clock = _SHARED.get(path)
+        if clock is None:
+            clock = _SHARED[path] = SkipClock(path)
+        return clock

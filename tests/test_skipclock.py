@@ -1,0 +1,242 @@
+"""The skip clock (core/skipclock.py): it jumps only when every participant waits, never past the
+earliest soak-time event, never backwards; a stopped or dead participant does not hold it; the
+database's probe can forbid a jump; every process reads the same time.
+
+The clocks here run at rate 1, so soak time hardly moves on its own: whatever moves it by a
+thousand seconds is a jump, which the tests count. No test sleeps for a fixed time."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from orchestrator.core.skipclock import BUSY, SHIP, WAITING, WORK, Probe, SkipClock, process_state
+
+DEADLINE = 20.0  # wall seconds any wait of these tests may take at most
+
+
+def idle_probe(_t: float) -> Probe:
+    return Probe(due_now=None, next_due=None, lease_end=None, last_seq=0)
+
+
+@pytest.fixture
+def clock(tmp_path):
+    c = SkipClock.create(tmp_path / "clock.bin", 1_000_000.0, 1.0)
+    c.probe = idle_probe
+    return c  # not closed: a test's last sleeper may still be on its way out
+
+
+def until(cond, what: str) -> None:
+    end = time.monotonic() + DEADLINE
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"not within {DEADLINE} s: {what}")
+        time.sleep(0.001)
+
+
+def slot_states(c: SkipClock) -> list[int]:
+    return [c._slot(i)[2] for i in range(c._used())]
+
+
+def sleeper(c: SkipClock, soak: float, out: list, started: threading.Event | None = None) -> threading.Thread:
+    def run() -> None:
+        with c.participant():
+            if started is not None:
+                started.set()
+            t0 = c.now()
+            c.sleep(soak)
+            out.append((soak, c.now() - t0))
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
+
+def test_sleepers_jump_to_each_deadline_in_order_never_past_it(clock):
+    out: list = []
+    with clock.participant():  # busy until all three wait: no jump before that
+        threads = [sleeper(clock, s, out) for s in (3600.0, 60.0, 900.0)]
+        until(lambda: slot_states(clock).count(WAITING) == 3, "the three sleepers wait")
+        assert clock.jumps == 0
+    for th in threads:
+        th.join(DEADLINE)
+    assert [s for s, _ in out] == [60.0, 900.0, 3600.0]  # woken in soak-time order
+    for soak, slept in out:
+        assert soak <= slept < soak + 1.0  # never woken early; late only by the run of rate 1
+    assert clock.jumps == 3
+
+
+def test_no_jump_while_a_participant_is_busy(clock):
+    busy_go = threading.Event()
+    entered = threading.Event()
+
+    def busy() -> None:
+        with clock.participant():
+            entered.set()
+            busy_go.wait(DEADLINE)  # works (not a clock wait): the clock must not jump
+            clock.sleep(10_000.0)
+
+    b = threading.Thread(target=busy, daemon=True)
+    b.start()
+    entered.wait(DEADLINE)
+    out: list = []
+    s = sleeper(clock, 500.0, out)
+    until(lambda: WAITING in slot_states(clock), "the sleeper waits")
+    assert clock.jumps == 0 and not out
+    busy_go.set()  # now both wait: the clock jumps to the sleeper's deadline, not the busy one's
+    s.join(DEADLINE)
+    assert out and 500.0 <= out[0][1] < 501.0
+    b.join(DEADLINE)  # then, alone, to the other one's
+
+
+def test_time_never_runs_backwards_across_jumps(clock):
+    readings: list[float] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            readings.append(clock.now())
+
+    r = threading.Thread(target=reader, daemon=True)
+    r.start()
+    out: list = []
+    threads = [sleeper(clock, 10.0 * (k + 1), out) for k in range(20)]
+    for th in threads:
+        th.join(DEADLINE)
+    stop.set()
+    r.join(DEADLINE)
+    assert clock.jumps >= 10
+    assert all(b >= a for a, b in zip(readings, readings[1:]))
+
+
+def test_unseen_due_work_wakes_the_workers_instead_of_jumping(clock):
+    due = {"now": None}
+    clock.probe = lambda t: Probe(due_now=due["now"], next_due=None, lease_end=None, last_seq=0)
+    woken = threading.Event()
+    looked = clock.now()
+
+    def worker() -> None:
+        with clock.participant():
+            clock.wait(None, None, WORK, seen=looked)
+            woken.set()
+
+    w = threading.Thread(target=worker, daemon=True)
+    w.start()
+    until(lambda: WAITING in slot_states(clock), "the worker waits")
+    assert not woken.is_set()
+    due["now"] = clock.now()  # a task fell due after the worker's look (a backoff ended)
+    out: list = []
+    sleeper(clock, 1000.0, out)
+    until(woken.is_set, "the worker is woken")
+    assert clock.jumps == 0 or out  # woken first: no jump happened before it looked again
+    w.join(DEADLINE)
+
+
+def test_unshipped_events_hold_the_jump_and_wake_the_shipper(clock):
+    state = {"last": 10}
+    clock.probe = lambda t: Probe(due_now=None, next_due=None, lease_end=None, last_seq=state["last"])
+    shipped = threading.Event()
+
+    def shipper() -> None:
+        with clock.participant():
+            clock.wait(None, None, SHIP, seen=5)  # 5 shipped of 10
+            shipped.set()
+            clock.wait(None, None, SHIP, seen=10)
+
+    sh = threading.Thread(target=shipper, daemon=True)
+    sh.start()
+    until(shipped.is_set, "the shipper is woken for events 6..10")
+    assert clock.jumps == 0
+    out: list = []
+    s = sleeper(clock, 300.0, out)
+    s.join(DEADLINE)
+    assert out and clock.jumps == 1  # everything shipped: the jump goes ahead
+
+
+def test_the_database_bounds_the_jump(clock):
+    base = clock.now()
+    clock.probe = lambda t: Probe(due_now=None, next_due=base + 120.0, lease_end=base + 600.0, last_seq=0)
+    woken = threading.Event()
+
+    def worker() -> None:
+        with clock.participant():
+            clock.wait(None, None, WORK, seen=base)
+            woken.set()
+
+    w = threading.Thread(target=worker, daemon=True)
+    w.start()
+    until(woken.is_set, "the worker is woken when the backoff ends")
+    assert base + 120.0 <= clock.now() < base + 121.0  # jumped to the backoff's end, not further
+    w.join(DEADLINE)
+
+
+def test_a_frozen_clock_does_not_jump(clock):
+    clock.freeze()
+    started = threading.Event()
+    out: list = []
+    s = sleeper(clock, 5.0, out, started)  # rate 1: five wall seconds would pass without a jump
+    started.wait(DEADLINE)
+    until(lambda: WAITING in slot_states(clock), "the sleeper waits")
+    t = clock.now()
+    clock.kick()  # nothing to wake; the clock still must not jump
+    assert clock.jumps == 0 and clock.now() < t + 5.0
+    s.join(0.01)
+
+
+def _busy_child(path: str, ready, go) -> None:
+    c = SkipClock(path)
+    c.enter()
+    ready.set()
+    go.wait(DEADLINE)  # busy until killed or stopped
+
+
+def _read_child(path: str, q) -> None:
+    c = SkipClock(path)
+    q.put((time.time(), c.now()))
+
+
+def test_a_stopped_participant_does_not_hold_the_clock_and_a_killed_one_is_freed(clock):
+    ctx = multiprocessing.get_context("fork")
+    ready, go = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_busy_child, args=(str(clock.path), ready, go), daemon=True)
+    child.start()
+    try:
+        assert ready.wait(DEADLINE)
+        assert BUSY in slot_states(clock)
+        clock.signal(child.pid, signal.SIGSTOP)  # under the clock's lock: never stopped inside it
+        until(lambda: process_state(child.pid, _start(child.pid)) == "stopped", "the child is stopped")
+        out: list = []
+        sleeper(clock, 700.0, out).join(DEADLINE)
+        assert out, "a SIGSTOPped participant held the clock"
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(DEADLINE)
+        out.clear()
+        sleeper(clock, 50.0, out).join(DEADLINE)
+        assert out and clock._slot(0)[2] in (0, 1)
+        assert slot_states(clock).count(BUSY) == 0  # the dead child's slot was freed
+    finally:
+        if child.is_alive():
+            os.kill(child.pid, signal.SIGKILL)
+
+
+def test_every_process_reads_the_same_time(clock):
+    out: list = []
+    sleeper(clock, 86_400.0, out).join(DEADLINE)  # a jump a day ahead, then compare
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    child = ctx.Process(target=_read_child, args=(str(clock.path), q))
+    child.start()
+    wall, theirs = q.get(timeout=DEADLINE)
+    child.join(DEADLINE)
+    ours = clock.now() - (time.time() - wall)  # our reading at the child's wall instant (rate 1)
+    assert abs(theirs - ours) < 0.05
+
+
+def _start(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        return int(fh.read().rsplit(b") ", 1)[1].split()[19])
