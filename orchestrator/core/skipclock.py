@@ -262,6 +262,7 @@ class SkipClock:
             while True:
                 if event is not None and event.is_set():
                     return True
+                deadline = self._slot(i)[4]  # `retime` may have brought it forward
                 left = deadline - self.now()
                 if left <= 0:
                     return False
@@ -315,14 +316,31 @@ class SkipClock:
                 if waited is event and self._slot(i)[2] == WAITING:
                     self._wake(i)
 
-    def kick(self, topic: int = WORK) -> None:
-        """Wake every participant waiting for `topic` (after a commit that made work due)."""
+    def kick(self, count: int = SLOTS, topic: int = WORK) -> None:
+        """Wake up to `count` participants waiting for `topic` (after a commit that made that
+        many tasks due)."""
         with self._locked():
             self._bump(5)
             for i in range(self._used()):
                 slot = self._slot(i)
                 if slot[2] == WAITING and slot[3] == topic:
                     self._wake(i)
+                    count -= 1
+                    if count <= 0:
+                        return
+
+    def retime(self, slot: int, deadline: float, *, sooner_only: bool = False) -> bool:
+        """Move the wait of `slot` (a thread of this process) to `deadline` (INF: until woken)
+        without waking it: it reads its deadline from its slot, and a jump wakes it there. False
+        when the slot is not waiting (its thread has yet to choose its deadline)."""
+        with self._locked():
+            current = self._slot(slot)
+            if current[2] != WAITING:
+                return False
+            if not (sooner_only and deadline >= current[4]):
+                current[4] = deadline
+                self._put(slot, current)
+            return True
 
     def freeze(self) -> None:
         """No more jumps (the run winds down): soak time runs on at the busy rate."""

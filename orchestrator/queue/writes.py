@@ -52,10 +52,12 @@ class Queue(QueueView):
 
         self.write.unqueued(tx)
 
-    def _kicking(self, result: T) -> T:
-        """After a commit that may have made a task due now: wake the idle workers of a skip
-        clock at once (the constant clock's workers look every poll)."""
-        self.clock.kick()
+    def _kicking(self, result: T, tasks: int = 1) -> T:
+        """After a commit that may have made `tasks` tasks due now: wake as many idle workers of
+        a skip clock at once (the constant clock's workers look every poll). A task a woken
+        worker misses is still seen: the clock wakes them all before it jumps past due work."""
+        if tasks:
+            self.clock.kick(tasks)
         return result
 
     def record(self, event: str, **fields: Any) -> int:
@@ -125,7 +127,7 @@ class Queue(QueueView):
                 also(conn)
             return out
 
-        return self._kicking(self.write(tx))
+        return self._kicking(self.write(tx), len(prepared))
 
     # --- leasing ------------------------------------------------------------------------
     def has_due(self) -> bool:
@@ -360,7 +362,8 @@ class Queue(QueueView):
                 out.append((row["id"], state))
             return out
 
-        return self._kicking(self.write(tx))
+        reaped = self.write(tx)
+        return self._kicking(reaped, len(reaped))
 
     # --- operator actions ---------------------------------------------------------------
     def operate(self, action: str, task: int, *, actor: str, notes: str | None = None,
@@ -418,4 +421,4 @@ class Queue(QueueView):
             now = self.clock.now()
             return [self._operate(conn, now, action, t, actor, notes, None) for t in ids]
 
-        return self._kicking(self.write(tx))
+        return self._kicking(self.write(tx), len(ids))

@@ -5,6 +5,7 @@ Signal handlers only set a flag; the loop notices, finishes (or releases) its ta
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -54,18 +55,27 @@ class Heartbeats(threading.Thread):
         self.lock = threading.Lock()
         self.held: dict[int, tuple[Lease, threading.Event, float]] = {}
         self.period = max(queue.clock.to_wall(queue.config.lease_ttl / 3), 0.001)
-        self.changed = threading.Event()  # the skip clock: a lease taken, wake and beat for it
+        self.changed = threading.Event()  # the skip clock: a lease taken, beat for it
+        self.slot: int | None = None  # the skip clock: this thread's participant slot
 
     def hold(self, lease: Lease, lost: threading.Event) -> None:
         """Start beating for `lease` (leased just now)."""
+        clock = self.queue.clock
         with self.lock:
-            self.held[lease.task] = (lease, lost, self.queue.clock.now())
-        if self.queue.clock.skips:
-            self.queue.clock.set(self.changed)
+            self.held[lease.task] = (lease, lost, clock.now())
+        if clock.skips:  # beat in ttl/3: bring the thread's wait forward, or have it look again
+            slot = self.slot
+            if slot is None or not clock.retime(slot, clock.now() + self.queue.config.lease_ttl / 3,
+                                                sooner_only=True):
+                clock.set(self.changed)
 
     def drop(self, lease: Lease) -> None:
+        clock = self.queue.clock
         with self.lock:
             self.held.pop(lease.task, None)
+            beats = [at for _, _, at in self.held.values()]
+        if clock.skips and self.slot is not None:  # no beat for a lease let go: no jump to it either
+            clock.retime(self.slot, min(beats) + self.queue.config.lease_ttl / 3 if beats else math.inf)
 
     def run(self) -> None:
         clock = self.queue.clock
@@ -73,7 +83,7 @@ class Heartbeats(threading.Thread):
             while not self.stop.wait(self.period):
                 self._beat()
             return
-        with clock.participant():  # on the skip clock: wait for the next beat due, or a new lease
+        with clock.participant() as self.slot:  # on the skip clock: wait for the next beat due, or a new lease
             while not self.stop.is_set():
                 self.changed.clear()
                 with self.lock:
