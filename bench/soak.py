@@ -47,11 +47,13 @@ def child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
 
 
-def run_one(profile: str, speed: float, seed: int, workers: int | None) -> dict:
+def run_one(profile: str, speed: float, seed: int, workers: int | None, clock: tuple[str, ...] = ()) -> dict:
+    """One rehearsal; `clock` replaces `--speed` (e.g. ("--clock", "skip")), and RSS is then
+    not split by soak hour (soak time is not wall time x speed)."""
     duration = profiles.load(profile).duration
     home = Path(tempfile.mkdtemp(prefix="soakbench-"))
-    argv = [sys.executable, "-m", "orchestrator", "soak", "start", "--profile", profile, "--speed", str(speed),
-            "--seed", str(seed), "--home", str(home)]
+    argv = [sys.executable, "-m", "orchestrator", "soak", "start", "--profile", profile,
+            *(clock or ("--speed", str(speed))), "--seed", str(seed), "--home", str(home)]
     if workers:
         argv += ["--workers", str(workers)]
     env = child_env()
@@ -67,7 +69,7 @@ def run_one(profile: str, speed: float, seed: int, workers: int | None) -> dict:
         except psutil.Error:
             break
         rss_max = max(rss_max, rss)
-        if origin is None:
+        if origin is None and not clock:
             origin = _origin(home)
         if origin is not None:
             soak_t = (time.time() - origin) * speed

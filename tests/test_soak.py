@@ -122,6 +122,10 @@ def test_bad_profiles_are_refused_naming_the_key_before_anything_starts(tmp_path
     (["--profile", "24h", "--speed", "0"], "--speed"),
     (["--profile", "24h", "--workers", "0"], "--workers"),
     (["--profile", "24h", "--handler", "nosuchmodule:fn"], "cannot import handler module"),
+    (["--profile", "24h", "--clock", "skip", "--speed", "60"], "with --clock skip give --busy-rate"),
+    (["--profile", "24h", "--busy-rate", "20"], "--busy-rate needs --clock skip"),
+    (["--profile", "24h", "--clock", "skip", "--busy-rate", "0.5"], "--busy-rate"),
+    (["--profile", "24h", "--clock", "sundial"], "--clock"),
 ])
 def test_bad_start_options_are_refused_with_exit_2_and_no_write(tmp_path, args, message):
     home = tmp_path / "home"

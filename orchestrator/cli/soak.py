@@ -128,7 +128,8 @@ def status(watch, every, count, home, as_json):
     if doc is None:
         click.echo("No soak run in this home.")
         return
-    click.echo(f"run {doc['run_id']}  profile {doc['profile']}  seed {doc['seed']}  speed {doc['speed']:g}  "
+    pace = (f"skip clock, busy rate {doc['speed']:g}" if doc.get("clock") == "skip" else f"speed {doc['speed']:g}")
+    click.echo(f"run {doc['run_id']}  profile {doc['profile']}  seed {doc['seed']}  {pace}  "
                f"status {doc['status']}" + (f"  verdict {doc['verdict']}" if doc["verdict"] else ""))
     click.echo(f"soak time {soak_clock(doc['soak_t'])} of {span(doc['duration'])}   "
                f"arrivals enqueued {doc['arrivals_enqueued']}   commit {doc['commit'] or '-'}")

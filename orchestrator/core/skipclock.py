@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-HEADER = struct.Struct("<QdddQQQQ")  # seq, base_soak, base_wall, rate, jumps, kicks, frozen, slots in use
+HEADER = struct.Struct("<QdddQQQQd")  # seq, base_soak, base_wall, rate, jumps, kicks, frozen, slots in use, skipped
 SLOT = struct.Struct("<qqqqddq")  # pid, starttime, state, topic, deadline, seen, ident
 SLOTS = 256
 SIZE = HEADER.size + SLOT.size * SLOTS
@@ -97,7 +97,7 @@ class SkipClock:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}")
         with open(tmp, "wb") as fh:
-            fh.write(HEADER.pack(0, origin, time.time(), rate, 0, 0, 0, 0) + bytes(SLOT.size * SLOTS))
+            fh.write(HEADER.pack(0, origin, time.time(), rate, 0, 0, 0, 0, 0.0) + bytes(SLOT.size * SLOTS))
         os.replace(tmp, path)
         return cls(path)
 
@@ -145,10 +145,11 @@ class SkipClock:
     def _put(self, i: int, slot: list) -> None:
         SLOT.pack_into(self._map, HEADER.size + i * SLOT.size, *slot)
 
-    def _set_base(self, base_soak: float, base_wall: float) -> None:
-        seq, _, _, rate, jumps, kicks, frozen, spare = self._header()
-        HEADER.pack_into(self._map, 0, seq + 1, base_soak, base_wall, rate, jumps, kicks, frozen, spare)
-        HEADER.pack_into(self._map, 0, seq + 2, base_soak, base_wall, rate, jumps + 1, kicks, frozen, spare)
+    def _set_base(self, base_soak: float, base_wall: float, skipped: float) -> None:
+        seq, _, _, rate, jumps, kicks, frozen, used, total = self._header()
+        HEADER.pack_into(self._map, 0, seq + 1, base_soak, base_wall, rate, jumps, kicks, frozen, used, total)
+        HEADER.pack_into(self._map, 0, seq + 2, base_soak, base_wall, rate, jumps + 1, kicks, frozen, used,
+                         total + skipped)
 
     def _bump(self, field: int, value: int | None = None) -> None:
         head = list(self._header())
@@ -175,6 +176,11 @@ class SkipClock:
     @property
     def jumps(self) -> int:
         return self._header()[4]
+
+    @property
+    def skipped(self) -> float:
+        """Soak seconds the jumps skipped, in all (the rest ran at the busy rate)."""
+        return self._header()[8]
 
     @property
     def frozen(self) -> bool:
@@ -393,7 +399,7 @@ class SkipClock:
                 earliest = min(earliest, when)
         if earliest == INF or earliest <= t:
             return
-        self._set_base(earliest, time.time())
+        self._set_base(earliest, time.time(), earliest - t)
         for i, slot in waiting:
             if slot[4] <= earliest or (slot[3] == WORK and probe.next_due is not None
                                        and probe.next_due <= earliest):

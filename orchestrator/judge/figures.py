@@ -31,7 +31,10 @@ def _pct(values: np.ndarray, q: float) -> float | None:
 
 
 def wall_at(header: dict[str, Any], t: float) -> str | None:
-    """UTC wall time (ISO 8601, ms) at soak time t, from the header's start and speed."""
+    """UTC wall time (ISO 8601, ms) at soak time t, from the header's start and speed; None on
+    the skip clock (its soak time is not proportional to wall time)."""
+    if header.get("clock") == "skip":
+        return None
     start = parse_wall(header.get("started_at") or header.get("wall"))
     speed = float(header.get("speed") or 1.0)
     if start is None:
@@ -373,7 +376,8 @@ def build(st: Settings, s: RunState, aborts: list[Abort], tripped: set[int]) -> 
     figures = {
         "run": {
             "run_id": st.run_id, "profile_name": st.profile.get("name"), "profile": st.profile,
-            "seed": header.get("seed"), "speed": header.get("speed"), "commit": header.get("commit"),
+            "seed": header.get("seed"), "speed": header.get("speed"),
+            "clock": header.get("clock") or "constant", "commit": header.get("commit"),
             "workers": header.get("workers"), "started_at": header.get("started_at") or header.get("wall"),
             "end_wall": s.last_wall, "end_t": s.last_t, "duration": st.duration,
             "first_seq": header.get("first_seq"), "last_seq": s.last_seq, "events": s.events,

@@ -19,6 +19,7 @@ from orchestrator.judge.reporttext import (
     measured_text,
     missed_slos,
     num,
+    pace,
     pct,
     secs,
     slo_result,
@@ -78,10 +79,9 @@ def _verdict(f: dict[str, Any]) -> str:
 
 def _run(f: dict[str, Any], log_path: Path | None) -> str:
     run = f["run"]
-    speed = run["speed"]
     rows = [("run id", run["run_id"]), ("commit", run["commit"] or "unknown"),
             ("profile", f"{run['profile_name']}: {run['profile'].get('description') or ''}".strip()),
-            ("seed", run["seed"]), ("speed", f"{speed:g}x" if speed else "-"), ("workers", run["workers"]),
+            ("seed", run["seed"]), ("speed", pace(run)), ("workers", run["workers"]),
             ("wall start", both(run["started_at"])), ("wall end", both(run["end_wall"])),
             ("soak time", f"0:00:00 -> {soak_clock(run['end_t'])} of {soak_clock(run['duration'])} planned"),
             ("events", f"{run['events']:,} (seq {num(run['first_seq'])} to {num(run['last_seq'])})"),

@@ -23,6 +23,7 @@ from orchestrator.judge.reporttext import (
     measured_text,
     missed_slos,
     num,
+    pace,
     pct,
     secs,
     slo_result,
@@ -122,9 +123,7 @@ def _verdict(f: dict[str, Any]) -> list[str]:
 
 def _run(f: dict[str, Any], log_path: Path | None) -> list[str]:
     run, prof = f["run"], f["run"]["profile"]
-    speed = run["speed"]
     planned = run["duration"]
-    wall_span = f" ({planned / speed / 60:,.1f} wall minutes planned)" if speed and planned else ""
     ended = ("`run_finished` (verdict {verdict}, reason {reason})".format(**run["finished"]) if run["finished"]
              else "no `run_finished` line")
     if run["stopped"]:
@@ -132,7 +131,7 @@ def _run(f: dict[str, Any], log_path: Path | None) -> list[str]:
     rows = [
         ("run id", f"`{run['run_id']}`"), ("commit", f"`{run['commit']}`" if run["commit"] else "unknown"),
         ("profile", f"{run['profile_name']}: {prof.get('description') or ''}".strip()),
-        ("seed", run["seed"]), ("speed", f"{speed:g}x{wall_span}" if speed else "-"),
+        ("seed", run["seed"]), ("speed", pace(run, planned)),
         ("workers", run["workers"]), ("wall start", both(run["started_at"])), ("wall end", both(run["end_wall"])),
         ("soak time", f"0:00:00 -> {soak_clock(run['end_t'])} of {soak_clock(planned)} planned"),
         ("events", f"{run['events']:,} (seq {num(run['first_seq'])} to {num(run['last_seq'])})"),

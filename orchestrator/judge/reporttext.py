@@ -61,6 +61,16 @@ def utc(text: str | None) -> str:
     return "-" if stamp is None else stamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
+def pace(run: dict[str, Any], planned: float | None = None) -> str:
+    """How the run's soak clock ran: `1440x`, or the skip clock and its busy rate."""
+    speed = run.get("speed")
+    if not speed:
+        return "-"
+    if run.get("clock") == "skip":
+        return f"skip clock: {speed:g}x while busy, idle time skipped"
+    return f"{speed:g}x" + (f" ({planned / speed / 60:,.1f} wall minutes planned)" if planned else "")
+
+
 def kst(text: str | None) -> str:
     stamp = parse_wall(text)
     return "-" if stamp is None else stamp.astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")
