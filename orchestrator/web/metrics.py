@@ -15,7 +15,6 @@ P = "orch_soak_"
 RULE_STATES = ("ok", "armed", "tripped")
 STATES = ("PENDING", "IN_PROGRESS", "BLOCKED", "DONE", "FAILED", "CANCELLED")
 VERDICTS = ("PASS", "FAIL", "INCOMPLETE", "ABORTED", "STOPPED")
-CLOCK = "constant"  # the soak clock's mode: soak time = start + elapsed x speed
 
 
 def run_state(snap: dict[str, Any]) -> str:
@@ -54,7 +53,8 @@ def families(snap: dict[str, Any] | None, status: dict[str, Any] | None) -> list
         return out + [log_tasks, verdict]
     info = g(P + "run_info", "1 for the run the view follows (its id, profile, clock mode and state).",
              labels=["run_id", "profile", "clock", "state"])
-    info.add_metric([str(snap["run_id"]), str(snap["profile"]), CLOCK, run_state(snap)], 1.0)
+    info.add_metric([str(snap["run_id"]), str(snap["profile"]), str(snap.get("clock") or "constant"),
+                     run_state(snap)], 1.0)
     out.append(info)
     out.append(CounterMetricFamily(P + "lease_expiries", "lease_expired events in the run's log.",
                                    value=snap["lease"]["expirations"]))

@@ -206,7 +206,8 @@ class Monitor:
         run = f["run"]
         slo = {row["name"]: row for row in f["slo"]}
         return {
-            "run_id": run["run_id"], "profile": run["profile_name"], "speed": run["speed"], "seed": run["seed"],
+            "run_id": run["run_id"], "profile": run["profile_name"], "speed": run["speed"], "clock": run["clock"],
+            "seed": run["seed"],
             "log": str(self.log_path), "live": live, "complete": run["complete"],
             "verdict": f["verdict"], "soak_t": agg.state.last_t, "duration": run["duration"], "wall": run["end_wall"],
             "started_at": run["started_at"], "last_seq": agg.state.last_seq, "events": agg.state.events,
