@@ -285,7 +285,7 @@ class SkipClock:
                         sock.recv(16)
                         sock.setblocking(False)  # drain the wakes that piled up
                 except (TimeoutError, BlockingIOError):
-                    if self._slot(i)[2] == WAITING:
+                    if self._slot(i)[2] == WAITING and self._may_jump():
                         with self._locked():
                             self._try_jump()
         finally:
@@ -359,6 +359,18 @@ class SkipClock:
             os.kill(pid, sig)
 
     # --- the jump --------------------------------------------------------------------------
+    def _may_jump(self) -> bool:
+        """A look without the lock: False when a participant is plainly at work (a busy slot of
+        a running process), so a waiter's periodic look takes the lock only when a jump may be
+        due (every participant waiting, or a busy one stopped or dead)."""
+        t = self.now()
+        for i in range(self._used()):
+            slot = self._slot(i)
+            if (slot[2] == BUSY or (slot[2] == WAITING and slot[4] <= t)) and (
+                    slot[0] == self._pid or process_state(slot[0], slot[1]) == "run"):
+                return False
+        return True
+
     def _try_jump(self) -> None:
         """Under the lock: when every live, running participant waits and the database has no
         work unseen and no event unshipped, move soak time to the earliest event; wake who waits
@@ -374,7 +386,7 @@ class SkipClock:
                 continue
             due = slot[2] == BUSY or slot[4] <= t
             if due:
-                state = process_state(slot[0], slot[1])
+                state = "run" if slot[0] == self._pid else process_state(slot[0], slot[1])
                 if state == "dead":
                     self._put(i, [0, 0, FREE, TIMER, INF, 0.0, 0])
                     continue
