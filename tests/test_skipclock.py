@@ -240,3 +240,16 @@ def test_every_process_reads_the_same_time(clock):
 def _start(pid: int) -> int:
     with open(f"/proc/{pid}/stat", "rb") as fh:
         return int(fh.read().rsplit(b") ", 1)[1].split()[19])
+
+
+def test_a_jump_left_half_written_by_a_killed_writer_is_repaired(clock):
+    """SIGKILL between the two writes of the sequence lock leaves it odd: readers would spin for
+    ever. A reader that keeps finding it odd takes the lock (free: its holder is dead) and closes it."""
+    head = list(clock._header())
+    head[0] += 1  # odd: a jump begun, never finished
+    head[1] += 3600.0  # its new base, complete in the first write
+    from orchestrator.core.skipclock import HEADER
+
+    HEADER.pack_into(clock._map, 0, *head)
+    assert clock.now() >= head[1]
+    assert clock._header()[0] % 2 == 0

@@ -160,11 +160,25 @@ class SkipClock:
     def now(self) -> float:
         """Current soak time; lock-free (a sequence lock: retried while a jump is written)."""
         m = self._map
+        tries = 0
         while True:
             seq, base_soak, base_wall, rate = HEADER.unpack_from(m, 0)[:4]
             wall = time.time()
             if seq & 1 == 0 and struct.unpack_from("<Q", m, 0)[0] == seq:
                 return base_soak + (wall - base_wall) * rate
+            tries += 1
+            if tries % 10_000 == 0:
+                self._repair()
+
+    def _repair(self) -> None:
+        """A jump half written for a long time: its writer died between the two writes of the
+        sequence lock (SIGKILL). Jumps are written under the lock, so holding it means no writer is
+        at work; the new base is complete in the first write, only the sequence is left odd."""
+        with self._locked():
+            head = list(self._header())
+            if head[0] & 1:
+                head[0] += 1
+                HEADER.pack_into(self._map, 0, *head)
 
     def _used(self) -> int:
         return self._header()[7]
@@ -353,10 +367,19 @@ class SkipClock:
         with self._locked():
             self._bump(6, 1)
 
-    def signal(self, pid: int, sig: int) -> None:
-        """Send `sig` holding the clock's lock, so SIGSTOP never stops a process inside it."""
+    def thaw(self) -> None:
+        """Jumps again (a resumed run whose supervisor died while winding down)."""
         with self._locked():
-            os.kill(pid, sig)
+            self._bump(6, 0)
+
+    def signal(self, pid: int, sig: int) -> None:
+        """Send `sig` holding the clock's lock, so SIGSTOP never stops a process inside it (and
+        SIGKILL never ends one halfway through a jump)."""
+        with self._locked():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass  # gone already
 
     # --- the jump --------------------------------------------------------------------------
     def _may_jump(self) -> bool:

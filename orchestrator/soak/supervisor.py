@@ -226,9 +226,10 @@ class Supervisor:
             if proc is None or proc.pid in self.pool.stopped or proc.popen.poll() is not None:
                 continue
             queue.record("fault_injected", worker=proc.name, data={"kind": kind, "target": proc.pid})
-            if self.clock.skips and sig == signal.SIGSTOP:
-                self.clock.signal(proc.pid, sig)  # never stopped inside the clock's lock
-                self.pool.stopped.add(proc.pid)
+            if self.clock.skips:  # never stopped or killed inside the clock's lock
+                self.clock.signal(proc.pid, sig)
+                if sig == signal.SIGSTOP:
+                    self.pool.stopped.add(proc.pid)
             else:
                 self.pool.signal(proc, sig)
             if sig == signal.SIGSTOP:
@@ -423,6 +424,8 @@ class Supervisor:
         if self.run_rec.status == "starting":
             self.start_clock()
         install(self.clock, self.home.db)
+        if self.clock.skips:
+            self.clock.thaw()  # a resumed run whose supervisor died winding down had frozen it
         sched = self.skip_jobs() if self.clock.skips else self.scheduler()
         sched.start()
         progress = Progress(self.snapshot, self.now_t, live=self.options.live)

@@ -83,7 +83,13 @@ class Heartbeats(threading.Thread):
             while not self.stop.wait(self.period):
                 self._beat()
             return
-        with clock.participant() as self.slot:  # on the skip clock: wait for the next beat due, or a new lease
+        try:
+            self._beat_on_skip_clock(clock)
+        finally:
+            self.slot = None  # a freed slot may be another thread's soon: retime it no more
+
+    def _beat_on_skip_clock(self, clock) -> None:
+        with clock.participant() as self.slot:  # wait for the next beat due, or a new lease
             while not self.stop.is_set():
                 self.changed.clear()
                 with self.lock:
