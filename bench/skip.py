@@ -55,21 +55,26 @@ def clock_figures(row: dict) -> dict:
     return {"jumps": clock.jumps, "busy": busy_wall / row["wall"] if row["wall"] else None}
 
 
-def final_states(home: str) -> tuple[float, dict[str, str], set[str]]:
-    """From the run's JSONL: the soak end, each key's final state, the keys ever BLOCKED."""
+def final_states(home: str) -> tuple[float, dict[int, str], set[int]]:
+    """From the run's JSONL: the soak end, each planned arrival's final state, the arrivals ever
+    BLOCKED (by arrival number: the keys carry the run id, which differs between two runs)."""
     log = next(iter(sorted((Path(home) / "logs" / "soak").glob("soak_*_*.jsonl"))))
-    state: dict[str, str] = {}
-    blocked: set[str] = set()
+    arrival: dict[str, int] = {}
+    state: dict[int, str] = {}
+    blocked: set[int] = set()
     end = 0.0
     with open(log, "rb") as fh:
         next(fh)
         for line in fh:
             e = orjson.loads(line)
             end = max(end, e.get("t") or 0.0)
-            if e.get("key") and e.get("state"):
-                state[e["key"]] = e["state"]
+            if e["event"] == "enqueued" and e.get("arrival") is not None:
+                arrival[e["key"]] = int(e["arrival"])
+            n = arrival.get(e.get("key"))
+            if n is not None and e.get("state"):
+                state[n] = e["state"]
                 if e["state"] == "BLOCKED":
-                    blocked.add(e["key"])
+                    blocked.add(n)
     return end, state, blocked
 
 
