@@ -86,6 +86,13 @@ class Aggregator:
         """Each abort rule: ok, armed or tripped, with a tripped rule's time, figures and evidence."""
         return rule_states(self.settings, self.state, self.aborts)
 
+    def progress(self) -> dict[str, Any]:
+        """What the supervisor's terminal view shows, cheaply: `headline()`, the SLO rows and the
+        rule states (the latency sample is sorted once for both)."""
+        lat = fig.latency_sample(self.state)
+        head = fig.headline(self.state, lat)
+        return {**head, "slo": fig.slo_table(self.settings, self.state, lat, head), "rules": self.rule_states()}
+
     def slo_table(self) -> list[dict[str, Any]]:
         """One row per SLO of the profile: name, target, measured, pass."""
         return fig.slo_table(self.settings, self.state)
