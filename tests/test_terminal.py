@@ -1,6 +1,6 @@
 """The terminal views of issue 16: the supervisor's live view (run id, SLO targets, the five abort
-rules' states, 80 columns, Ctrl-C on a real terminal), and one end time of a run across the
-live view, `orch soak status` and the summary.
+rules' states, 80 columns, Ctrl-C on a real terminal), the one-line title of `orch soak status
+--watch`, and one end time of a run across the live view, `orch soak status` and the summary.
 
 The real-terminal tests run `orch soak start` inside tmux (a real pseudo-terminal with its own
 line discipline: Ctrl-C is typed, echoed and turned into SIGINT as for a person) and read the
@@ -25,6 +25,7 @@ from rich.console import Console
 from sli_logs import LogBuilder
 
 from orchestrator.cli.orch import orch
+from orchestrator.cli.watch import _panel
 from orchestrator.core import profiles
 from orchestrator.core.clock import Clock, HandClock, RunEnd
 from orchestrator.core.home import Home
@@ -158,6 +159,32 @@ def test_the_web_view_takes_its_rule_states_from_the_judge(tmp_path):
     web = monitor.current()["rules"]
     assert web == aggregate_file(path).rule_states()
     assert [r["state"] for r in web] == ["armed", "tripped", "armed", "armed", "armed"]
+
+
+# --- `orch soak status --watch` ------------------------------------------------------------------
+def status_doc(**over) -> dict:
+    doc = {"run_id": RUN_ID, "profile": "72h", "seed": 14, "speed": 1440.0, "clock": "constant",
+           "status": "interrupted", "verdict": "INCOMPLETE", "supervisor_pid": None, "soak_t": 259_199.0,
+           "duration": 259_200.0, "ended": None, "arrivals_enqueued": 1_234_567, "commit": None, "log": "x",
+           "counts": {"PENDING": 12_345, "IN_PROGRESS": 64, "BLOCKED": 0, "DONE": 1_234_567, "FAILED": 1_234,
+                      "CANCELLED": 3},
+           "oldest_pending_age": 1.0, "expired_leases": 2, "faults": {"worker_crash": 36, "timeout": 1_234}}
+    doc.update(over)
+    return doc
+
+
+def test_watch_panel_has_a_one_line_title_and_fits_80_columns():
+    for doc in (status_doc(), status_doc(status="finished", verdict="PASS",
+                                         ended={"t": 259_201.5, "wall": "2026-12-06T11:35:21.123Z"})):
+        lines = render(_panel(doc))
+        titled = [line for line in lines if RUN_ID in line]
+        assert len(titled) == 1 and lines[0] == titled[0], "\n".join(lines)
+        assert lines[0].endswith(f"run {RUN_ID} {doc['status']} · soak 71:59:59 of 72h"), lines[0]
+        assert "PENDING" in lines[1] and "CANCELLED" in lines[1]  # the table's header follows the title at once
+        assert all(len(line.rstrip()) <= 78 for line in lines), "\n".join(lines)
+        text = "\n".join(lines)
+        assert "faults injected 1,270" in text and "expired leases 2" in text and f"verdict {doc['verdict']}" in text
+    assert lines[-1] == "ended soak 72:00:02, wall 2026-12-06 11:35:21.123 UTC"
 
 
 # --- one end of a run -------------------------------------------------------------------------
