@@ -14,7 +14,7 @@ from orchestrator.cli.common import home_option, json_option, print_json
 from orchestrator.cli.render import emit_table
 from orchestrator.core.errors import UsageError
 from orchestrator.core.home import Home
-from orchestrator.judge.reporttext import soak_clock, span
+from orchestrator.judge.reporttext import ended, soak_clock, span
 
 SPEED_MAX = 100_000.0
 DEFAULT_BUSY_RATE = 20.0  # the skip clock's busy rate: see docs/soak.md for why
@@ -133,6 +133,8 @@ def status(watch, every, count, home, as_json):
                f"status {doc['status']}" + (f"  verdict {doc['verdict']}" if doc["verdict"] else ""))
     click.echo(f"soak time {soak_clock(doc['soak_t'])} of {span(doc['duration'])}   "
                f"arrivals enqueued {doc['arrivals_enqueued']}   commit {doc['commit'] or '-'}")
+    if doc["ended"]:
+        click.echo(f"ended {ended(doc['ended']['t'], doc['ended']['wall'])}")
     counts = doc["counts"]
     emit_table("Tasks by state", list(counts), [[str(v) for v in counts.values()]])
     faults = doc["faults"]

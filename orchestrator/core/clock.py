@@ -114,3 +114,31 @@ def iso_utc(wall_seconds: float) -> str:
     """UTC ISO 8601 with milliseconds, as the JSONL contract writes `wall`."""
     stamp = datetime.fromtimestamp(wall_seconds, tz=timezone.utc)
     return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def since_start(t: float, started_soak: float) -> float:
+    """A soak time as the log writes its `t`: seconds since the run start, to the millisecond."""
+    return round(t - started_soak, 3)
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """Where a run ended: its `run_finished` event's soak time (`t`, seconds since the run start)
+    and wall time (`wall`, UTC ISO 8601 with ms), exactly as its log line carries them. The
+    terminal view, `orch soak status` and the summary all take a run's end from this record and
+    print it with `reporttext.ended` (docs/soak.md, "Where a run ends")."""
+
+    t: float
+    wall: str | None
+
+    @classmethod
+    def of_row(cls, t: float, wall: float, started_soak: float) -> RunEnd:
+        """From the event's row in the database, converted as the shipper converts every row."""
+        return cls(since_start(t, started_soak), iso_utc(wall))
+
+    @classmethod
+    def of_event(cls, event: dict[str, Any] | None) -> RunEnd | None:
+        """From the `run_finished` line of the log (None: the log has none yet)."""
+        if event is None:
+            return None
+        return cls(float(event.get("t") or 0.0), event.get("wall"))

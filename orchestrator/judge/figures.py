@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.core.clock import RunEnd
 from orchestrator.judge.aborts import RULE_NAMES, Abort
 from orchestrator.judge.reporttext import parse_wall
 from orchestrator.judge.state import TRANSIENT_CLASSES, RunState, Settings
@@ -373,13 +374,15 @@ def build(st: Settings, s: RunState, aborts: list[Abort], tripped: set[int]) -> 
     series = _series(st, s, lat, end)
     moving_values = [(t, v) for t, v in zip(series["moving_t"], series["moving"]) if v is not None]
     lowest = min(moving_values, key=lambda p: p[1]) if moving_values else None
+    run_end = RunEnd.of_event(s.finished)  # where the run ended; a log without it: as far as it goes
     figures = {
         "run": {
             "run_id": st.run_id, "profile_name": st.profile.get("name"), "profile": st.profile,
             "seed": header.get("seed"), "speed": header.get("speed"),
             "clock": header.get("clock") or "constant", "commit": header.get("commit"),
             "workers": header.get("workers"), "started_at": header.get("started_at") or header.get("wall"),
-            "end_wall": s.last_wall, "end_t": s.last_t, "duration": st.duration,
+            "end_wall": run_end.wall if run_end else s.last_wall, "end_t": run_end.t if run_end else s.last_t,
+            "ended": None if run_end is None else {"t": run_end.t, "wall": run_end.wall}, "duration": st.duration,
             "first_seq": header.get("first_seq"), "last_seq": s.last_seq, "events": s.events,
             "complete": s.complete, "stopped": s.stopped, "finished": s.finished,
             "log_verdict": (s.finished or {}).get("verdict"), "unknown_events": dict(s.unknown),

@@ -16,6 +16,7 @@ from orchestrator.judge.aborts import RULE_TITLES
 from orchestrator.judge.reporttext import (
     VERDICT_TEXT,
     both,
+    end_row,
     measured_text,
     missed_slos,
     num,
@@ -82,7 +83,7 @@ def _run(f: dict[str, Any], log_path: Path | None) -> str:
     rows = [("run id", run["run_id"]), ("commit", run["commit"] or "unknown"),
             ("profile", f"{run['profile_name']}: {run['profile'].get('description') or ''}".strip()),
             ("seed", run["seed"]), ("speed", pace(run)), ("workers", run["workers"]),
-            ("wall start", both(run["started_at"])), ("wall end", both(run["end_wall"])),
+            ("wall start", both(run["started_at"])), end_row(run),
             ("soak time", f"0:00:00 -> {soak_clock(run['end_t'])} of {soak_clock(run['duration'])} planned"),
             ("events", f"{run['events']:,} (seq {num(run['first_seq'])} to {num(run['last_seq'])})"),
             ("log", str(log_path) if log_path else "-")]

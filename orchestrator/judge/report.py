@@ -20,6 +20,7 @@ from orchestrator.judge.incident import write_incident
 from orchestrator.judge.reporttext import (
     VERDICT_TEXT,
     both,
+    end_row,
     measured_text,
     missed_slos,
     num,
@@ -132,7 +133,7 @@ def _run(f: dict[str, Any], log_path: Path | None) -> list[str]:
         ("run id", f"`{run['run_id']}`"), ("commit", f"`{run['commit']}`" if run["commit"] else "unknown"),
         ("profile", f"{run['profile_name']}: {prof.get('description') or ''}".strip()),
         ("seed", run["seed"]), ("speed", pace(run, planned)),
-        ("workers", run["workers"]), ("wall start", both(run["started_at"])), ("wall end", both(run["end_wall"])),
+        ("workers", run["workers"]), ("wall start", both(run["started_at"])), end_row(run),
         ("soak time", f"0:00:00 -> {soak_clock(run['end_t'])} of {soak_clock(planned)} planned"),
         ("events", f"{run['events']:,} (seq {num(run['first_seq'])} to {num(run['last_seq'])})"),
         ("end of the log", ended), ("log", f"`{log_path}`" if log_path else "-"),

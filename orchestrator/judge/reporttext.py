@@ -71,6 +71,21 @@ def pace(run: dict[str, Any], planned: float | None = None) -> str:
     return f"{speed:g}x" + (f" ({planned / speed / 60:,.1f} wall minutes planned)" if planned else "")
 
 
+def ended(t: float, wall: str | None) -> str:
+    """A run's end (`core.clock.RunEnd`) as the terminal view, `orch soak status` and the summary
+    all print it: its soak time since the start and its UTC wall time."""
+    return f"soak {soak_clock(t)}, wall {utc(wall)}"
+
+
+def end_row(run: dict[str, Any]) -> tuple[str, str]:
+    """The summary's row for the end: where the run ended (`ended`, with KST), or where the log
+    stops when it has no `run_finished` yet."""
+    end = run.get("ended")
+    if end is None:
+        return "log ends", f"soak {soak_clock(run['end_t'])}, wall {both(run['end_wall'])}"
+    return "ended", f"{ended(end['t'], end['wall'])} ({kst(end['wall'])})"
+
+
 def kst(text: str | None) -> str:
     stamp = parse_wall(text)
     return "-" if stamp is None else stamp.astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")

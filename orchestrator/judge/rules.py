@@ -5,6 +5,7 @@ The fold tells the rules what it met that can trip one at once (a seq jump: rule
 soak-minute boundary (rule 1) and `stall` when a silence is long enough (rule 3); the aggregator
 asks `log_silence` (rule 5, freshness against the database) at its checks. The rules read the
 state and never change it; each rule trips once. See docs/sli.md for how each rule reads the log.
+`rule_states` says, for the live views, whether each rule is ok, armed or tripped.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from orchestrator.judge.aborts import (
     GUARDRAIL_NOT_BLOCKED,
     LOG_MISSING,
     MOVING_SUCCESS,
+    RULE_NAMES,
+    RULE_TITLES,
     TRANSITION_STALL,
     Abort,
     make,
@@ -142,3 +145,42 @@ class Rules:
                 "reason": f"the log has not advanced for {silent:.0f} soak s while the database moved on",
                 "db_last_seq": db_last_seq, "log_last_seq": state.last_seq, "behind_by": db_last_seq - log_seq,
                 "silent_for": round(silent, 3), "log_gap": self.settings.log_gap}))
+
+
+# --- what the live views show of the rules ------------------------------------------------
+RULE_STATES = ("ok", "armed", "tripped")
+
+
+def window_volume(settings: Settings, state: RunState) -> int:
+    """DONE + FAILED tasks in rule 1's window at the last soak-minute boundary the fold crossed."""
+    m = int(state.next_minute // 60) - 1
+    start = m - settings.window_minutes
+    return state.done_m.window_sum(start, m) + state.failed_m.window_sum(start, m)
+
+
+def rule_states(settings: Settings, state: RunState, aborts: list[Abort]) -> list[dict[str, Any]]:
+    """One row per abort rule, in rule order, with its state (docs/oncall-view.md, "Rule states"):
+    `tripped` when it fired (live, on replay, or recorded in the log: `aborts`); `armed` while the
+    run is live and the rule can fire now (rule 1: its window holds at least `min_volume` tasks;
+    rule 3: work waits; rules 2, 4 and 5: always); `ok` otherwise. The web view, `/metrics`, the
+    alerts and the supervisor's terminal view all take the states from here."""
+    tripped = {a.rule: a for a in aborts}
+    live = not state.closing and state.finished is None
+    waiting = state.counts["PENDING"] + state.counts["IN_PROGRESS"] > 0
+    rows = []
+    for rule, name in RULE_NAMES.items():
+        if rule in tripped:
+            now = "tripped"
+        elif not live:
+            now = "ok"
+        elif rule == MOVING_SUCCESS:
+            now = "armed" if window_volume(settings, state) >= settings.min_volume else "ok"
+        elif rule == TRANSITION_STALL:
+            now = "armed" if waiting else "ok"
+        else:
+            now = "armed"
+        abort = tripped.get(rule)
+        rows.append({"rule": rule, "name": name, "title": RULE_TITLES[rule], "state": now,
+                     "t": abort.t if abort else None, "figures": dict(abort.figures) if abort else None,
+                     "evidence": list(abort.evidence[:50]) if abort else []})
+    return rows

@@ -16,7 +16,7 @@ from orchestrator.judge import figures as fig
 from orchestrator.judge.aborts import Abort, log_abort
 from orchestrator.judge.fold import Fold
 from orchestrator.judge.logread import CHUNK, LogTail
-from orchestrator.judge.rules import Rules
+from orchestrator.judge.rules import Rules, rule_states
 from orchestrator.judge.state import RunState, Settings
 
 __all__ = ["Abort", "Aggregator", "LogTail", "aggregate_file", "log_abort"]
@@ -81,6 +81,17 @@ class Aggregator:
     def headline(self) -> dict[str, Any]:
         """`success`, `p95` and `faults` (injected) of `figures()`, cheaply (the progress view)."""
         return fig.headline(self.state)
+
+    def rule_states(self) -> list[dict[str, Any]]:
+        """Each abort rule: ok, armed or tripped, with a tripped rule's time, figures and evidence."""
+        return rule_states(self.settings, self.state, self.aborts)
+
+    def progress(self) -> dict[str, Any]:
+        """What the supervisor's terminal view shows, cheaply: `headline()`, the SLO rows and the
+        rule states (the latency sample is sorted once for both)."""
+        lat = fig.latency_sample(self.state)
+        head = fig.headline(self.state, lat)
+        return {**head, "slo": fig.slo_table(self.settings, self.state, lat, head), "rules": self.rule_states()}
 
     def slo_table(self) -> list[dict[str, Any]]:
         """One row per SLO of the profile: name, target, measured, pass."""

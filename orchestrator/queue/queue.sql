@@ -282,6 +282,9 @@ WHERE id = :id;
 -- name: last_event_t
 SELECT t FROM events ORDER BY seq DESC LIMIT 1;
 
+-- name: run_finished_event
+SELECT t, wall FROM events WHERE seq >= ? AND event = 'run_finished' ORDER BY seq DESC LIMIT 1;
+
 -- name: blocked_since
 SELECT id, budget FROM tasks WHERE state = 'BLOCKED' AND updated_at <= ? ORDER BY id LIMIT ?;
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from orchestrator.core.clock import Clock, run_clock
+from orchestrator.core.clock import Clock, RunEnd, run_clock
 from orchestrator.core.errors import Refused
 from orchestrator.queue.sqlfile import q
 from orchestrator.queue.writes import Queue
@@ -161,6 +161,12 @@ class RunStore:
     def set_supervisor(self, run_id: str, pid: int) -> None:
         self.queue.write(lambda conn: conn.execute(
             q("set_supervisor"), {"pid": pid, "wall": time.time(), "id": run_id}))
+
+    def end_of(self, run: Run) -> RunEnd | None:
+        """Where `run` ended: its `run_finished` event (None while it has none). Ask only of a run
+        that is over: a running one has no such event, and the search walks its events back."""
+        row = self.queue.conn.execute(q("run_finished_event"), (run.first_seq,)).fetchone()
+        return None if row is None else RunEnd.of_row(row["t"], row["wall"], run.started_soak)
 
     def end(self, run_id: str, status: str, verdict: str | None) -> None:
         self.queue.write(lambda conn: conn.execute(

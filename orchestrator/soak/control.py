@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.core import profiles
-from orchestrator.core.clock import WALL, Clock
+from orchestrator.core.clock import WALL, Clock, since_start
 from orchestrator.core.errors import Refused
 from orchestrator.core.home import Home
 from orchestrator.core.profiles import Profile
@@ -130,18 +130,17 @@ def status(home: Home) -> dict | None:
         alive = pid_alive(run.supervisor_pid)
         live = run.status in ("starting", "running")
         state = run.status if (not live or alive) else "interrupted"
-        if live:
-            end_soak = clock.now()
-        elif run.clock_file:  # the skip clock: the end is the last event's soak time
-            end_soak = queue.last_event_t() or run.started_soak
-        else:
-            end_soak = run.started_soak + ((run.ended_wall or run.started_wall) - run.started_wall) * run.speed
+        # a run that is over ended at its `run_finished` event (one that closed before its clock
+        # started has none: it ran for no soak time)
+        end = None if live else RunStore(queue).end_of(run)
+        soak_t = since_start(clock.now(), run.started_soak) if live else (end.t if end else 0.0)
         doc = queue.status(recent=5)
         return {
             "run_id": run.id, "profile": run.profile_name, "seed": run.seed, "speed": run.speed,
             "clock": run.clock_mode,
             "status": state, "verdict": run.verdict, "supervisor_pid": run.supervisor_pid if alive else None,
-            "soak_t": round(end_soak - run.started_soak, 3), "duration": run.profile.get("duration"),
+            "soak_t": soak_t, "duration": run.profile.get("duration"),
+            "ended": None if end is None else {"t": end.t, "wall": end.wall},
             "arrivals_enqueued": run.next_arrival, "commit": run.commit_sha, "log": run.log_path,
             "counts": doc["counts"], "oldest_pending_age": doc["oldest_pending_age"],
             "expired_leases": doc["expired_leases"], "faults": queue.faults_since(run.first_seq),

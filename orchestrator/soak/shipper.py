@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from orchestrator.core.clock import iso_utc
+from orchestrator.core.clock import iso_utc, since_start
 from orchestrator.core.heap import keep_freed_memory
 from orchestrator.core.skipclock import SHIP
 from orchestrator.queue.probe import install
@@ -32,7 +32,7 @@ SKIP_SYNC_WALL = 0.25  # wall seconds between fsyncs of the log on the skip cloc
 def event_line(row, started_soak: float) -> bytes:
     """One event row as one JSONL line (the contract in docs/jsonl.md)."""
     doc: dict[str, Any] = {
-        "seq": row["seq"], "t": round(row["t"] - started_soak, 3), "wall": iso_utc(row["wall"]),
+        "seq": row["seq"], "t": since_start(row["t"], started_soak), "wall": iso_utc(row["wall"]),
         "event": row["event"], "task": None if row["task"] is None else task_name(row["task"]),
         "key": row["key"], "state": row["state"], "prev": row["prev"], "attempt": row["attempt"],
         "epoch": row["epoch"], "worker": row["worker"], "error": row["error"], "actor": row["actor"],

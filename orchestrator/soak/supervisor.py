@@ -23,6 +23,7 @@ import orjson
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from orchestrator.core.clock import RunEnd
 from orchestrator.core.errors import DbLockError, IllegalTransition, LogError
 from orchestrator.core.heap import keep_freed_memory
 from orchestrator.core.home import Home
@@ -30,6 +31,7 @@ from orchestrator.core.model import QueueConfig
 from orchestrator.core.profiles import Profile
 from orchestrator.core.skipclock import SkipClock
 from orchestrator.faults.client import ask
+from orchestrator.judge.aborts import RULE_NAMES
 from orchestrator.judge.report import write_incident, write_summary
 from orchestrator.judge.sli import Aggregator, LogTail, log_abort
 from orchestrator.queue.probe import install
@@ -120,20 +122,28 @@ class Supervisor:
         return self.clock.now() - self.run_rec.started_soak
 
     def snapshot(self) -> dict[str, Any]:
-        """The figures the progress view shows."""
+        """The figures the progress view shows; once the log holds `run_finished`, with the run's
+        end (`RunEnd`, from that line) instead of the clock."""
         counts = self._queue().counts()
         with self.agg_lock:
-            head = self.agg.headline() if self.agg is not None else {}
+            view = self.agg.progress() if self.agg is not None else {}
+            end = RunEnd.of_event(self.agg.state.finished) if self.agg is not None else None
+        if not view:  # before the log's first line: the rules as the judge states them with no event
+            view = {"slo": [], "rules": [{"rule": r, "name": n, "state": "ok"} for r, n in RULE_NAMES.items()]}
         return {
-            "soak_t": self.now_t(),
+            "run_id": self.run_rec.id, "profile": self.profile.name, "speed": self.run_rec.speed,
+            "clock": self.run_rec.clock_mode,
+            "soak_t": end.t if end else self.now_t(),
             "duration": self.profile.duration,
             "arrivals": self.cursor,
             "planned": len(self.plan),
             "counts": counts,
-            "success": head.get("success"),
-            "p95": head.get("p95"),
-            "faults": head.get("faults", 0),
-            "aborts": [a.name for a in self.aborts],
+            "success": view.get("success"),
+            "p95": view.get("p95"),
+            "faults": view.get("faults", 0),
+            "slo": view["slo"],
+            "rules": view["rules"],
+            "end": end,
         }
 
     def _every(self, soak_seconds: float, wall_floor: float) -> float:
@@ -429,8 +439,8 @@ class Supervisor:
         sched = self.skip_jobs() if self.clock.skips else self.scheduler()
         sched.start()
         progress = Progress(self.snapshot, self.now_t, live=self.options.live)
-        try:
-            with progress:
+        with progress:  # its last frame is drawn after the wind-down: it shows the run's end
+            try:
                 while not self.stopping.wait(0.05):
                     progress.tick()
                     if self.clock.skips:
@@ -441,11 +451,12 @@ class Supervisor:
                     if self.now_t() > self.drain_limit():
                         self.stop_reason = "drain limit"
                         break
-        finally:
-            self.clock.freeze()  # the skip clock: no jump past the end while the run winds down
-            sched.shutdown(wait=True)
-            self.pool.stop(("worker", "agent"))
-        return self.wind_down()
+            finally:
+                self.clock.freeze()  # the skip clock: no jump past the end while the run winds down
+                sched.shutdown(wait=True)
+                self.pool.stop(("worker", "agent"))
+            progress.winding_down()
+            return self.wind_down()
 
     def wind_down(self) -> Outcome:
         queue = self._queue()

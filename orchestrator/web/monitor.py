@@ -16,7 +16,6 @@ from typing import Any
 
 from orchestrator.core.errors import LogError, OrchestratorError
 from orchestrator.core.home import Home
-from orchestrator.judge.aborts import RULE_NAMES, RULE_TITLES
 from orchestrator.judge.logread import CHUNK, LogTail
 from orchestrator.judge.sli import Aggregator
 from orchestrator.web.budget import error_budget
@@ -183,26 +182,9 @@ class Monitor:
     def _snapshot(self) -> dict[str, Any]:
         agg = self.agg
         f = agg.figures()
-        tripped = {a["rule"]: a for a in f["aborts"]}
         live = not agg.state.closing and agg.state.finished is None
-        waiting = agg.state.counts["PENDING"] + agg.state.counts["IN_PROGRESS"] > 0
         last = next((p["moving"] for p in reversed(self.points)), None) if self.points else None
-        rules = []
-        for rule, name in RULE_NAMES.items():
-            if rule in tripped:
-                state = "tripped"
-            elif not live:
-                state = "ok"
-            elif rule == 1:
-                state = "armed" if last is not None else "ok"
-            elif rule == 3:
-                state = "armed" if waiting else "ok"
-            else:
-                state = "armed"
-            a = tripped.get(rule)
-            rules.append({"rule": rule, "name": name, "title": RULE_TITLES[rule], "state": state,
-                          "t": a["t"] if a else None, "figures": a["figures"] if a else None,
-                          "evidence": a["evidence"][:50] if a else []})
+        rules = agg.rule_states()
         run = f["run"]
         slo = {row["name"]: row for row in f["slo"]}
         return {
