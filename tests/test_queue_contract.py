@@ -225,13 +225,15 @@ def test_an_older_database_gets_this_versions_indexes_when_opened(db_path, clock
     with Queue(db_path, clock) as queue:
         queue.enqueue("k", {})
     conn = sqlite3.connect(db_path)  # what the previous version left: its indexes, not this one's
-    conn.executescript("DROP INDEX tasks_error_state;"
+    conn.executescript("DROP INDEX tasks_error_state; DROP INDEX events_error;"
                        "CREATE INDEX tasks_lease ON tasks (lease_until) WHERE state = 'IN_PROGRESS';"
-                       "CREATE INDEX tasks_state ON tasks (state, error);")
+                       "CREATE INDEX tasks_state ON tasks (state, error);"
+                       "CREATE INDEX tasks_error ON tasks (error, id) WHERE error IS NOT NULL;")
     conn.close()
     with Queue(db_path, clock, create=False) as queue:
         indexes = {r[0] for r in queue.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert "tasks_error_state" in indexes and not {"tasks_lease", "tasks_state"} & indexes
+        assert {"tasks_error_state", "events_error"} <= indexes
+        assert not {"tasks_lease", "tasks_state", "tasks_error"} & indexes
         params = {"state": "PENDING", "error": "timeout", "lo": 0, "hi": 10, "limit": 5}
         assert queue.conn.execute(q("tasks_page_state_error"), params).fetchall() == []
     before = dump(db_path)

@@ -87,16 +87,22 @@ INSERT OR IGNORE INTO meta (name, value) VALUES ('schema', 'orch-queue/1');
 -- flight (bounded by workers x lease limit, or by the in-flight cap), not the queue's depth. The
 -- error indexes are partial: a task with no error class is in neither.
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at, id) WHERE state = 'PENDING';
--- The on-call tasks view (orchestrator/taskquery.py): keyset pages newest first by state, by error
--- class (and by both), and the id bounds of an enqueue-time range.
+-- The on-call tasks view (orchestrator/queue/search.py): keyset pages newest first by state, the id
+-- bounds of an enqueue-time range, and the tasks that ever had an error class: every event that
+-- gives a task an error class records it (retry_scheduled, failed, lease_expired,
+-- guardrail_exceeded, blocked, closed_failed), so events_error holds each (class, task) an attempt
+-- ever ended with. It is partial: leases, heartbeats and completions do not write it.
+-- tasks_error_state (the last error) serves `ops status`' errors by class and `ops retry --error-class`.
 CREATE INDEX IF NOT EXISTS tasks_state_id ON tasks (state, id);
-CREATE INDEX IF NOT EXISTS tasks_error ON tasks (error, id) WHERE error IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_error_state ON tasks (error, state, id) WHERE error IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_enqueued ON tasks (enqueued_at);
--- Indexes of earlier versions that every lease and completion paid for (see above). An older
--- database gets this block once when it is opened (orchestrator/store.py).
+CREATE INDEX IF NOT EXISTS events_error ON events (error, task) WHERE error IS NOT NULL;
+-- Indexes of earlier versions that every lease and completion paid for (see above), and the last
+-- error's index the tasks view no longer reads. An older database gets this block once when it is
+-- opened (orchestrator/queue/store.py).
 DROP INDEX IF EXISTS tasks_lease;
 DROP INDEX IF EXISTS tasks_state;
+DROP INDEX IF EXISTS tasks_error;
 
 -- name: schema_version
 SELECT value FROM meta WHERE name = 'schema';
@@ -315,15 +321,24 @@ FROM tasks INDEXED BY tasks_state_id
 WHERE state = :state AND id BETWEEN :lo AND :hi ORDER BY id DESC LIMIT :limit;
 
 -- name: tasks_page_state_error
-SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at, updated_at
-FROM tasks INDEXED BY tasks_error_state
-WHERE state = :state AND error = :error AND id BETWEEN :lo AND :hi
-ORDER BY id DESC LIMIT :limit;
+-- The tasks now in :state that ever had :error (see tasks_page_error), newest first.
+SELECT t.id, t.key, t.state, t.attempt, t.max_attempts, t.epoch, t.worker, t.error, t.enqueued_at, t.updated_at
+FROM events AS e INDEXED BY events_error JOIN tasks AS t ON t.id = e.task
+WHERE e.error = :error AND e.task BETWEEN :lo AND :hi AND t.state = :state
+GROUP BY e.task ORDER BY e.task DESC LIMIT :limit;
 
 -- name: tasks_page_error
-SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at, updated_at
-FROM tasks INDEXED BY tasks_error
-WHERE error = :error AND id BETWEEN :lo AND :hi ORDER BY id DESC LIMIT :limit;
+-- The tasks that ever had :error (on any attempt, not only the last), newest first: events_error
+-- yields (error, task) in task order, so the page walks the index backwards from :hi and stops at
+-- :limit tasks. GROUP BY folds a task's several events of that class into one row (t's columns
+-- are the task's own: one task per group).
+SELECT t.id, t.key, t.state, t.attempt, t.max_attempts, t.epoch, t.worker, t.error, t.enqueued_at, t.updated_at
+FROM events AS e INDEXED BY events_error JOIN tasks AS t ON t.id = e.task
+WHERE e.error = :error AND e.task BETWEEN :lo AND :hi
+GROUP BY e.task ORDER BY e.task DESC LIMIT :limit;
+
+-- name: task_had_error
+SELECT EXISTS (SELECT 1 FROM events INDEXED BY events_error WHERE error = ? AND task = ?);
 
 -- name: task_row_by_key
 SELECT id, key, state, attempt, max_attempts, epoch, worker, error, enqueued_at, updated_at FROM tasks

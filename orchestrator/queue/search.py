@@ -1,6 +1,7 @@
 """The tasks view's reads: search by id, key, state, error class and enqueue-time range, newest
 first, with keyset pagination (`before` = the last id of the previous page), and one task's
-timeline. Every statement is a named query of queue.sql served by an index (asserted in
+timeline. The error filter finds the tasks that ever had the class (any attempt's failure, retry,
+lease expiry, block or manual fail), not only those whose last error it is: the events record it. Every statement is a named query of queue.sql served by an index (asserted in
 tests/test_taskquery.py with EXPLAIN QUERY PLAN).
 
 Ids are given in enqueue order under the write lock and `enqueued_at` comes from the run's one
@@ -25,7 +26,8 @@ BIG = 2**62
 
 @dataclass(frozen=True)
 class TaskFilter:
-    """What to look for; every field optional. `since`/`until` are soak times on the queue's axis."""
+    """What to look for; every field optional. `since`/`until` are soak times on the queue's axis;
+    `error` matches a task that ever had that class."""
 
     task: int | None = None
     key: str | None = None
@@ -92,7 +94,7 @@ def search(queue: Queue, f: TaskFilter, before: int | None = None, limit: int = 
             rows = conn.execute(q("task_row_by_id"), (f.task,)).fetchall()
         elif f.key is not None:
             rows = conn.execute(q("task_row_by_key"), (f.key,)).fetchall()
-        rows = [r for r in rows if _matches(r, f) and (f.key is None or r["key"] == f.key)]
+        rows = [r for r in rows if _matches(conn, r, f) and (f.key is None or r["key"] == f.key)]
         return rows, None
     lo, hi = id_bounds(conn, f)
     if before is not None:
@@ -104,10 +106,11 @@ def search(queue: Queue, f: TaskFilter, before: int | None = None, limit: int = 
     return rows, (rows[-1]["id"] if more else None)
 
 
-def _matches(row: sqlite3.Row, f: TaskFilter) -> bool:
-    return ((f.state is None or row["state"] == f.state) and (f.error is None or row["error"] == f.error)
+def _matches(conn: sqlite3.Connection, row: sqlite3.Row, f: TaskFilter) -> bool:
+    return ((f.state is None or row["state"] == f.state)
             and (f.since is None or row["enqueued_at"] >= f.since)
-            and (f.until is None or row["enqueued_at"] <= f.until))
+            and (f.until is None or row["enqueued_at"] <= f.until)
+            and (f.error is None or bool(conn.execute(q("task_had_error"), (f.error, row["id"])).fetchone()[0])))
 
 
 def id_bounds(conn: sqlite3.Connection, f: TaskFilter) -> tuple[int, int]:
