@@ -452,6 +452,44 @@ def test_status_counts_and_never_writes(queue, clock, db_path, dump):
     assert doc["last_seq"] == queue.last_seq() == len(events(queue))
 
 
+class CommitBetweenQueries:
+    """A reader's connection with another connection's commit slipped in after its first SELECT:
+    what a writer does to a reader that reads a figure at a time."""
+
+    def __init__(self, conn: sqlite3.Connection, commit):
+        self._conn, self._commit, self.selects = conn, commit, 0
+
+    def execute(self, sql: str, *args):
+        cursor = self._conn.execute(sql, *args)
+        if sql.lstrip().upper().startswith("SELECT"):
+            self.selects += 1
+            if self.selects == 1:
+                self._commit()
+        return cursor
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
+
+
+def test_status_is_one_snapshot_while_a_writer_commits(queue, clock, db_path):
+    queue.enqueue_many([("k0", {}), ("k1", {})])
+    first, = queue.lease("w1", limit=1)
+    with Queue(db_path, clock) as writer:
+        def commit():  # the lease completes and the other task is leased: two states change
+            writer.complete(first.task, first.epoch, "w1")
+            writer.lease("w2", limit=1)
+
+        queue.conn = CommitBetweenQueries(queue.conn, commit)
+        doc = queue.status()
+        assert queue.conn.selects > 1 and writer.status()["counts"]["DONE"] == 1  # the commit happened mid-status
+    queue.conn = queue.conn._conn
+    # every figure is of the moment of the first read: before the commit
+    assert doc["counts"] == {"PENDING": 1, "IN_PROGRESS": 1, "DONE": 0, "FAILED": 0, "BLOCKED": 0, "CANCELLED": 0}
+    assert doc["in_flight"] == [{"worker": "w1", "tasks": 1, "heartbeat_age": 0.0}] and doc["effects"] == 0
+    assert doc["last_seq"] == 3 and not queue.conn.in_transaction
+    assert queue.status()["counts"]["DONE"] == 1  # the next status sees the commit
+
+
 def test_task_ids_parse_strictly():
     assert parse_task_id("ORCH-12") == 12 and parse_task_id(" ORCH-7 ") == 7
     assert task_name(12) == "ORCH-12"

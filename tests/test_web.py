@@ -4,13 +4,17 @@ the tasks API, and actions with their token and refusals."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import threading
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sli_logs import LogBuilder
 from webserve import SSEClient, deadline_wait, start_server, stop_server
 
+from orchestrator.core.home import Home
+from orchestrator.judge.reporttext import parse_wall
 from orchestrator.judge.sli import aggregate_file
 from orchestrator.queue.writes import Queue
 
@@ -89,13 +93,16 @@ def test_sse_reconnect_by_seq_has_no_gap_and_no_duplicate(children, orch_cmd, cl
 
 
 METRICS = {
-    "orch_soak_tasks", "orch_soak_leases_in_flight", "orch_soak_leases_expired_unreaped", "orch_soak_heartbeat_age_seconds",
+    "orch_soak_tasks", "orch_soak_leases_in_flight", "orch_soak_leases_expired_unreaped",
+    "orch_soak_heartbeat_age_soak_seconds", "orch_soak_effects",
     "orch_soak_lease_expiries", "orch_soak_stale_rejections", "orch_soak_duplicate_dispatches",
     "orch_soak_actual_duplicates", "orch_soak_log_tasks", "orch_soak_abort_rule", "orch_soak_sli_success_ratio",
-    "orch_soak_sli_latency_p95_seconds", "orch_soak_moving_success_ratio", "orch_soak_clock_seconds",
-    "orch_soak_duration_seconds", "orch_soak_speed", "orch_soak_log_seq", "orch_soak_error_budget_remaining_ratio",
+    "orch_soak_sli_latency_p95_soak_seconds", "orch_soak_moving_success_ratio", "orch_soak_clock_soak_seconds",
+    "orch_soak_duration_soak_seconds", "orch_soak_started_timestamp_seconds", "orch_soak_last_event_timestamp_seconds",
+    "orch_soak_speed", "orch_soak_log_seq", "orch_soak_error_budget_remaining_ratio",
     "orch_soak_burn_rate", "orch_soak_burn_rate_firing", "orch_soak_verdict", "orch_soak_run_info",
 }
+PROMTOOL = shutil.which("promtool")
 
 
 def test_metrics_names_are_pinned(children, orch_cmd, clean_env, home):
@@ -123,6 +130,34 @@ def test_metrics_names_are_pinned(children, orch_cmd, clean_env, home):
     assert value("orch_soak_verdict", verdict=f["verdict"]) == 1
     assert value("orch_soak_run_info", run_id=f["run"]["run_id"], profile="72h", clock="constant",
                  state="finished") == 1
+    assert value("orch_soak_clock_soak_seconds") == f["run"]["end_t"] and value("orch_soak_effects") == 0
+    assert value("orch_soak_last_event_timestamp_seconds") == parse_wall(f["run"]["end_wall"]).timestamp()
+    assert value("orch_soak_started_timestamp_seconds") == parse_wall(f["run"]["started_at"]).timestamp()
+
+
+def test_soak_time_metrics_are_named_soak_seconds(home):
+    """`_seconds` is wall time, so `rate()` is per wall second; soak time says so in its name."""
+    from orchestrator.web.metrics import render
+    from orchestrator.web.monitor import Monitor
+
+    b = busy_log(60)
+    b.finish(3700.0)
+    b.write(home / "logs" / "soak" / "soak_72h.jsonl")
+    with Queue(home / "db" / "queue.db") as q:
+        q.enqueue("k1", {})
+        q.lease("w1")
+        status = q.status(recent=0)
+    monitor = Monitor(Home(home))
+    while monitor.poll_once():
+        pass
+    text = render(monitor.current(), status).decode()
+    helps = {line.split()[2]: line for line in text.splitlines() if line.startswith("# HELP ")}
+    timed = {name for name in helps if "_seconds" in name}
+    assert {"orch_soak_clock_soak_seconds", "orch_soak_heartbeat_age_soak_seconds",
+            "orch_soak_last_event_timestamp_seconds"} <= timed
+    for name in timed:
+        assert name.endswith("_soak_seconds") == ("(soak s)" in helps[name] or "Soak seconds" in helps[name]), \
+            helps[name]
 
 
 def test_metrics_of_an_empty_home_are_the_series_at_zero():
@@ -135,6 +170,74 @@ def test_metrics_of_an_empty_home_are_the_series_at_zero():
     assert [s.value for s in fams["orch_soak_leases_in_flight"].samples] == [0.0]
     assert {s.labels["verdict"]: s.value for s in fams["orch_soak_verdict"].samples} == dict.fromkeys(
         ("PASS", "FAIL", "INCOMPLETE", "ABORTED", "STOPPED"), 0.0)
+
+
+def samples(body: bytes) -> dict[tuple, float]:
+    """One scrape as {(sample name, sorted labels): value}."""
+    return {(smp.name, tuple(sorted(smp.labels.items()))): smp.value
+            for fam in text_string_to_metric_families(body.decode()) for smp in fam.samples}
+
+
+def tasks_in(scrape: dict[tuple, float], state: str) -> float:
+    return scrape[("orch_soak_tasks", (("state", state),))]
+
+
+def test_a_scrape_while_a_writer_changes_the_queue_is_one_snapshot(children, orch_cmd, clean_env, home):
+    db = home / "db" / "queue.db"
+    with Queue(db) as q:
+        q.enqueue("seed", {})
+    served = start_server(children, orch_cmd, clean_env, home)
+    stop = threading.Event()
+
+    def churn() -> None:  # enqueue, lease, complete: every commit moves a task between states
+        with Queue(db) as q:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                q.enqueue(f"c{n}", {})
+                for lease in q.lease("w1", limit=2):
+                    q.complete(lease.task, lease.epoch, "w1")
+
+    writer = threading.Thread(target=churn, daemon=True)
+    writer.start()
+    scrapes = []
+    try:
+        for _ in range(60):
+            status, body, _ = served.request("GET", "/metrics")
+            assert status == 200
+            scrapes.append(samples(body))
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+        stop_server(served)
+    assert len({tasks_in(s, "DONE") for s in scrapes}) > 10  # the queue changed while it was scraped
+    for scrape in scrapes:  # each scrape is of one moment: a lease is a task IN_PROGRESS, an effect a DONE
+        assert tasks_in(scrape, "IN_PROGRESS") == scrape[("orch_soak_leases_in_flight", ())]
+        assert tasks_in(scrape, "DONE") == scrape[("orch_soak_effects_total", ())]
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (apt-get install prometheus)")
+def test_promtool_check_metrics_is_clean(children, orch_cmd, clean_env, home):
+    served = start_server(children, orch_cmd, clean_env, home)
+    try:
+        scrapes = {"an empty home": served.request("GET", "/metrics")[1]}
+        b = busy_log(90)
+        b.finish(5500.0)
+        b.write(home / "logs" / "soak" / "soak_72h.jsonl")
+        with Queue(home / "db" / "queue.db") as q:
+            for i in range(6):
+                q.enqueue(f"k{i}", {})
+            first, second, *_ = q.lease("w1", limit=4)
+            q.complete(first.task, first.epoch, "w1")
+            q.fail(second.task, second.epoch, "w1", "param_error")
+        deadline_wait(lambda: (served.get_json("/api/overview")["tiles"] or {}).get("complete"), 30, "the run's tiles")
+        scrapes["a busy run"] = served.request("GET", "/metrics")[1]
+    finally:
+        stop_server(served)
+    assert b"orch_soak_heartbeat_age_soak_seconds{" in scrapes["a busy run"]
+    for what, body in scrapes.items():
+        done = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True, timeout=60)
+        assert (done.returncode, done.stdout, done.stderr) == (0, b"", b""), (what, done)
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
@@ -65,6 +67,20 @@ class QueueView:
         self.close()
 
     # --- reads --------------------------------------------------------------------------
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction: every query inside sees the database as its first query found it
+        (WAL: writers go on meanwhile, and their commits are not seen until it ends). Inside a
+        transaction already, that one is the snapshot."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")  # a read transaction: nothing to commit, its snapshot ends
+
     def get(self, task: int) -> Task:
         row = self.conn.execute(q("task_by_id"), (task,)).fetchone()
         if row is None:
@@ -109,7 +125,12 @@ class QueueView:
 
     def status(self, recent: int = 10) -> dict:
         """Counts per state, oldest PENDING age, expired leases, in-flight per worker,
-        errors by class, recent operator actions. Read-only."""
+        errors by class, recent operator actions. Read-only, and one snapshot: every figure is
+        of the same moment (the IN_PROGRESS count is the leases in flight, DONE the effects)."""
+        with self.snapshot():
+            return self._status(recent)
+
+    def _status(self, recent: int) -> dict:
         conn = self.conn
         counts = self.counts()
         oldest = conn.execute(q("oldest_pending")).fetchone()[0]

@@ -1,5 +1,10 @@
 """`/metrics` in the Prometheus text format (prometheus-client), from the live view's snapshot
 (the same Aggregator as the page) and the queue's own status (leases in flight, heartbeat ages).
+A scrape renders one aggregator snapshot and one queue status, which is one read transaction.
+
+Durations and times on the soak clock end in `_soak_seconds`; `_seconds` is wall time (Unix
+time for `_timestamp_seconds`), so Prometheus' `rate()` over either is per wall second and a
+soak-time figure is never mistaken for a wall-time one at speed 4320.
 
 The names are pinned by tests/test_web.py; docs/oncall-view.md lists them.
 """
@@ -10,6 +15,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from orchestrator.judge.reporttext import parse_wall
 
 P = "orch_soak_"
 RULE_STATES = ("ok", "armed", "tripped")
@@ -28,7 +35,7 @@ def families(snap: dict[str, Any] | None, status: dict[str, Any] | None) -> list
     out = []
     g = GaugeMetricFamily
     if status is None:  # no queue yet (an empty home): the series exist, at zero
-        status = {"counts": dict.fromkeys(STATES, 0), "in_flight": [], "expired_leases": 0}
+        status = {"counts": dict.fromkeys(STATES, 0), "in_flight": [], "expired_leases": 0, "effects": 0}
     tasks = g(P + "tasks", "Tasks in the queue by state (database).", labels=["state"])
     for state, n in status["counts"].items():
         tasks.add_metric([state], n)
@@ -37,12 +44,14 @@ def families(snap: dict[str, Any] | None, status: dict[str, Any] | None) -> list
                  value=sum(w["tasks"] for w in status["in_flight"])))
     out.append(g(P + "leases_expired_unreaped", "Leases past their TTL not reaped yet.",
                  value=status["expired_leases"]))
-    hb = g(P + "heartbeat_age_seconds", "Oldest heartbeat age of the leases a worker holds (soak s).",
+    hb = g(P + "heartbeat_age_soak_seconds", "Oldest heartbeat age of the leases a worker holds (soak s).",
            labels=["worker"])
     for w in status["in_flight"]:
         if w["heartbeat_age"] is not None:
             hb.add_metric([str(w["worker"])], w["heartbeat_age"])
     out.append(hb)
+    out.append(CounterMetricFamily(P + "effects", "Effects committed in the queue (one per idempotency key).",
+                                   value=status["effects"]))
     if snap is None:
         log_tasks = g(P + "log_tasks", "Tasks by state as the run's log tells it (the aggregator).", labels=["state"])
         for state in STATES:
@@ -76,7 +85,7 @@ def families(snap: dict[str, Any] | None, status: dict[str, Any] | None) -> list
     out.append(rules)
     sli = snap["sli"]
     for name, key, doc in (("sli_success_ratio", "success", "SLI-1 DONE / (DONE + FAILED)."),
-                           ("sli_latency_p95_seconds", "p95", "SLI-2 p95 arrival->terminal (soak s)."),
+                           ("sli_latency_p95_soak_seconds", "p95", "SLI-2 p95 arrival->terminal (soak s)."),
                            ("sli_transient_recovery_ratio", "transient_recovery", "SLI-3."),
                            ("lease_recovery_ratio", "lease_recovery", "Lease-timeout recovery.")):
         if sli[key] is not None:
@@ -84,8 +93,14 @@ def families(snap: dict[str, Any] | None, status: dict[str, Any] | None) -> list
     if snap["moving"]["last"] is not None:
         out.append(g(P + "moving_success_ratio", "30-min moving success at the last minute boundary.",
                      value=snap["moving"]["last"]))
-    out.append(g(P + "clock_seconds", "Soak seconds since the run start (the log's last event).", value=snap["soak_t"]))
-    out.append(g(P + "duration_seconds", "The run's planned length (soak s).", value=snap["duration"] or 0.0))
+    out.append(g(P + "clock_soak_seconds", "Soak seconds since the run start (the log's last event).",
+                 value=snap["soak_t"]))
+    out.append(g(P + "duration_soak_seconds", "The run's planned length (soak s).", value=snap["duration"] or 0.0))
+    for name, key, doc in (("started_timestamp_seconds", "started_at", "Wall clock of the run's start (Unix s)."),
+                           ("last_event_timestamp_seconds", "wall", "Wall clock of the log's last event (Unix s).")):
+        stamp = parse_wall(snap[key])
+        if stamp is not None:
+            out.append(g(P + name, doc, value=stamp.timestamp()))
     out.append(g(P + "speed", "Soak seconds per wall second.", value=snap["speed"] or 0.0))
     out.append(g(P + "log_seq", "The last seq read from the run's log.", value=snap["last_seq"] or 0))
     budget = snap["budget"]
