@@ -8,7 +8,7 @@ import shutil
 import pytest
 from test_report import aborted_log, rich_log
 from test_web import TOKEN, busy_log, queue_home, write_lines  # noqa: F401 (fixture)
-from webserve import start_server, stop_server
+from webserve import deadline_wait, path_points, start_server, stop_server
 
 from orchestrator.judge.report import write_summary
 from orchestrator.judge.reporttext import pct
@@ -35,6 +35,19 @@ def browser(tmp_path):
             yield ctx
         finally:
             ctx.close()
+
+
+@pytest.fixture
+def chromium():
+    """A browser for contexts of a test's own making (JavaScript off, or the pages' real CSP)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 @pytest.fixture
@@ -171,3 +184,77 @@ def test_offline_report_makes_no_request(browser, tmp_path):
     page.wait_for_load_state("load")
     assert page.locator("svg").count() == 4 and "PASS" in page.inner_text("#verdict")
     assert set(requests) == {report.as_uri()}  # the document itself, nothing else
+
+
+def test_the_first_paint_without_javascript_shows_the_figures(chromium, children, orch_cmd, clean_env, home):
+    b = busy_log(120)
+    b.finish(7300.0)
+    log = b.write(home / "logs" / "soak" / "soak_72h.jsonl")
+    f = aggregate_file(log).figures()
+    with Queue(home / "db" / "queue.db") as q:
+        q.enqueue_many([(f"k{i}", {}) for i in range(60)])
+    served = start_server(children, orch_cmd, clean_env, home)
+    try:
+        deadline_wait(lambda: (served.get_json("/api/overview")["tiles"] or {}).get("complete"), 30, "the whole log")
+        points = len(served.get_json("/api/points")["points"])
+        ctx = chromium.new_context(java_script_enabled=False, viewport={"width": 1200, "height": 900})
+        page = ctx.new_page()
+        page.goto(served.url, wait_until="load")
+        shot = page.screenshot(full_page=True)  # the first screenshot, at load (kept in memory only)
+        assert shot.startswith(b"\x89PNG") and len(shot) > 20_000
+        tiles = page.locator("#tiles")
+        assert tiles.get_attribute("data-verdict") == f["verdict"] == "PASS"
+        assert "PASS" in tiles.inner_text() and pct(f["sli1"]["success"]) in tiles.inner_text()
+        for state in ("DONE", "FAILED"):
+            assert page.inner_text(f"#counts td[data-state={state}]") == f"{f['states'][state]:,}"
+        assert page.locator("#rules tr[data-state=ok]").count() == 5
+        for chart in ("chart-moving", "chart-states", "chart-ended"):
+            assert page.get_attribute(f"#{chart} svg", "data-points") == str(points)
+            paths = page.locator(f"#{chart} svg path")
+            assert paths.count() >= 1 and all(path_points(paths.nth(i).get_attribute("d")) > 100
+                                              for i in range(paths.count()))
+            assert page.locator(f"#{chart} svg").bounding_box()["height"] > 100  # drawn, not collapsed
+        page.goto(served.url + "tasks", wait_until="load")
+        assert page.locator("#results tr[data-id]").count() == 50  # the first page of the search
+        page.click("#more a")  # without a script, the next page is a page
+        assert page.locator("#results tr[data-id]").count() == 10 and "before=ORCH-11" in page.url
+        ctx.close()
+    finally:
+        stop_server(served)
+
+
+def test_the_script_runs_under_the_real_csp(chromium, children, orch_cmd, clean_env, home):
+    """No bypass_csp here: the pages' own policy applies; the tiles and charts follow the SSE stream."""
+    b = busy_log(120)
+    lines = b.lines()
+    log = home / "logs" / "soak" / "soak_72h.jsonl"
+    write_lines(log, lines[: len(lines) // 2], "wb")
+    with Queue(home / "db" / "queue.db") as q:
+        for i in range(3):
+            q.enqueue(f"k{i}", {})
+    served = start_server(children, orch_cmd, clean_env, home)
+    try:
+        half = deadline_wait(lambda: (served.get_json("/api/overview")["tiles"] or {}).get("last_seq"), 30, "the half")
+        ctx = chromium.new_context()
+        page = ctx.new_page()
+        console = []
+        page.on("console", lambda m: console.append(m.text))
+        page.goto(served.url)
+        page.wait_for_selector(f"#tiles[data-seq='{half}'][data-verdict]", timeout=WAIT)
+        b.finish(7300.0)
+        write_lines(log, b.lines()[len(lines) // 2:])
+        final = aggregate_file(log).figures()
+        done = f"#tiles[data-seq='{final['run']['last_seq']}'][data-verdict='{final['verdict']}']"
+        page.wait_for_selector(done, timeout=WAIT)  # swapped in by the script after the SSE events
+        points = len(served.get_json("/api/points")["points"])
+        page.wait_for_selector(f"#chart-ended svg[data-points='{points}']", timeout=WAIT)
+        assert "run finished" in page.inner_text("#tiles")
+        assert page.inner_text("#counts td[data-state=DONE]") == f"{final['states']['DONE']:,}"
+        page.goto(served.url + "tasks")
+        page.click("#results a[data-show=ORCH-2]")  # the script shows the timeline in place
+        page.wait_for_selector("#timeline h2", timeout=WAIT)
+        assert "Timeline of ORCH-2 (PENDING)" in page.inner_text("#timeline") and "id=" not in page.url
+        assert not [m for m in console if "Content Security Policy" in m], console
+        ctx.close()
+    finally:
+        stop_server(served)

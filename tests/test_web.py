@@ -11,10 +11,10 @@ import threading
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sli_logs import LogBuilder
-from webserve import SSEClient, deadline_wait, start_server, stop_server
+from webserve import SSEClient, deadline_wait, parse_html, path_points, start_server, stop_server
 
 from orchestrator.core.home import Home
-from orchestrator.judge.reporttext import parse_wall
+from orchestrator.judge.reporttext import parse_wall, pct
 from orchestrator.judge.sli import aggregate_file
 from orchestrator.queue.writes import Queue
 
@@ -277,7 +277,8 @@ def test_tasks_api_pages_and_timeline(children, orch_cmd, clean_env, queue_home)
         status, body, _ = served.request("GET", "/api/tasks?state=NOPE")
         assert status == 400
         status, body, _ = served.request("GET", "/tasks")
-        assert status == 200 and b"<script" in body and b"src=" not in body
+        urls = [v for n in parse_html(body.decode()).walk() for k, v in n.attrs.items() if k in ("src", "href")]
+        assert status == 200 and urls and all(u.startswith("/") and not u.startswith("//") for u in urls)  # no other host
     finally:
         stop_server(served)
 
@@ -316,3 +317,104 @@ def test_actions_need_the_token_and_apply_like_ops(children, orch_cmd, clean_env
     with Queue(db) as q:
         events = [e for i in range(1, 9) for e in q.history(i) if e["event"] == "retried"]
     assert len(events) == 8 and {(e["actor"], e["notes"]) for e in events} == {("web:alice", "upstream fixed")}
+
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def get_page(served, path: str, code: int = 200):
+    status, body, resp = served.request("GET", path)
+    assert status == code, (path, status, body[:300])
+    assert resp.getheader("Content-Type") == "text/html; charset=utf-8"
+    assert resp.getheader("Content-Security-Policy") == CSP
+    return parse_html(body.decode()), body.decode()
+
+
+def assert_no_inline_code(doc, text: str) -> None:
+    """What the CSP would block: inline scripts, event-handler attributes, style elements and attributes."""
+    scripts = doc.all("script")
+    assert scripts and all(s.attrs.get("src", "").startswith("/static/") and not s.text().strip() for s in scripts)
+    assert not doc.all("style")
+    assert not [n for n in doc.walk() if any(a == "style" or a.startswith("on") for a in n.attrs)]
+    assert "javascript:" not in text
+
+
+def test_the_overview_renders_its_figures_in_the_first_response(children, orch_cmd, clean_env, home):
+    b = busy_log(120)
+    b.finish(7300.0)
+    log = b.write(home / "logs" / "soak" / "soak_72h.jsonl")
+    f = aggregate_file(log).figures()
+    served = start_server(children, orch_cmd, clean_env, home)
+    try:
+        deadline_wait(lambda: (served.get_json("/api/overview")["tiles"] or {}).get("complete"), 30, "the whole log")
+        points = served.get_json("/api/points")["points"]
+        doc, text = get_page(served, "/")
+        parts = served.get_json("/parts/overview")["parts"]
+    finally:
+        stop_server(served)
+    assert_no_inline_code(doc, text)
+    tiles = doc.find("tiles")
+    assert tiles.attrs["data-verdict"] == f["verdict"] == "PASS"
+    assert float(tiles.attrs["data-success"]) == f["sli1"]["success"] and float(tiles.attrs["data-p95"]) == f["sli2"]["p95"]
+    assert int(tiles.attrs["data-seq"]) == f["run"]["last_seq"]
+    assert "PASS" in tiles.text() and pct(f["sli1"]["success"]) in tiles.text() and "run finished" in tiles.text()
+    counts = {td.attrs["data-state"]: int(td.text().replace(",", "")) for td in doc.find("counts").all("td")}
+    assert counts == {k: f["states"][k] for k in ("enqueued", "PENDING", "IN_PROGRESS", "BLOCKED", "DONE", "FAILED",
+                                                  "CANCELLED")}
+    assert counts["DONE"] > 200 and counts["FAILED"] > 0
+    assert [r.attrs["data-state"] for r in doc.find("rules").all("tr") if "data-state" in r.attrs] == ["ok"] * 5
+    assert doc.find("npoints").text() == str(len(points)) and len(points) > 100
+    for chart, series in (("chart-moving", 1), ("chart-states", 3), ("chart-ended", 3)):
+        svg, = doc.find(chart).all("svg")
+        assert svg.attrs["data-points"] == str(len(points))
+        paths = [path_points(p.attrs["d"]) for p in svg.all("path")]
+        assert len(paths) == series
+        drawn = [p for p in points if p["moving"] is not None] if chart == "chart-moving" else points
+        assert all(n == len(drawn) > 0 for n in paths), (chart, paths)  # one point per soak minute, each series
+    # the parts the script swaps in are the same elements, rendered by the same code
+    assert {k: parse_html(v).find(k).attrs for k, v in parts.items()} == {k: doc.find(k).attrs for k in parts}
+    assert parse_html(parts["charts"]).find("chart-ended").text() == doc.find("chart-ended").text()
+
+
+def test_the_tasks_page_renders_the_first_page_and_the_timeline(children, orch_cmd, clean_env, queue_home):
+    served = start_server(children, orch_cmd, clean_env, queue_home)
+    try:
+        doc, text = get_page(served, "/tasks?limit=7")
+        assert_no_inline_code(doc, text)
+        ids = [tr.attrs["data-id"] for tr in doc.find("results").all("tr") if "data-id" in tr.attrs]
+        assert ids == [f"ORCH-{i}" for i in range(30, 23, -1)]
+        link, = doc.find("more").all("a")
+        assert link.attrs["href"] == "/tasks?limit=7&before=ORCH-24"
+        doc, _ = get_page(served, link.attrs["href"])  # the next page is a plain link
+        assert [tr.attrs["data-id"] for tr in doc.find("results").all("tr") if "data-id" in tr.attrs][0] == "ORCH-23"
+        doc, _ = get_page(served, "/tasks?state=FAILED&error=param_error")
+        assert len([tr for tr in doc.find("results").all("tr") if "data-id" in tr.attrs]) == 8
+        chosen = [o.text() for o in doc.find("f-state").all("option") if "selected" in o.attrs]
+        assert chosen == ["FAILED"]  # the form keeps the query
+        assert "ever had" in doc.find("search").text() and doc.find("more").children == []
+        doc, _ = get_page(served, "/tasks?id=ORCH-2")
+        timeline = doc.find("timeline")
+        assert "Timeline of ORCH-2 (FAILED)" in timeline.text()
+        assert [tr.all("td")[2].text() for tr in timeline.all("tr")[1:]] == ["enqueued", "leased", "failed"]
+        doc, _ = get_page(served, "/tasks?state=NOPE", 400)  # bad input: the message, no traceback
+        assert doc.find("msg").text() == "unknown state 'NOPE'" and "Traceback" not in doc.text()
+        doc, _ = get_page(served, "/tasks?id=ORCH-999", 404)
+        assert doc.find("msg").text() == "no task ORCH-999"
+    finally:
+        stop_server(served)
+
+
+def test_scripts_and_styles_are_files_of_the_server(children, orch_cmd, clean_env, home):
+    served = start_server(children, orch_cmd, clean_env, home)
+    try:
+        doc, _ = get_page(served, "/")  # an empty home: the page, waiting for the log
+        assert doc.find("tiles").text() == "waiting for the log..."
+        for name, ctype in (("overview.js", "text/javascript"), ("tasks.js", "text/javascript"), ("oncall.css", "text/css")):
+            status, body, resp = served.request("GET", f"/static/{name}")
+            assert status == 200 and resp.getheader("Content-Type") == f"{ctype}; charset=utf-8" and body
+        assert b"svg.chart" in served.request("GET", "/static/oncall.css")[1]  # the charts' rules (judge/svg.py)
+        for missing in ("/static/nope.js", "/static/../server.py", "/static/"):
+            assert served.request("GET", missing)[0] == 404
+    finally:
+        stop_server(served)

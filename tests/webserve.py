@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import http.client
 import queue as queue_mod
+import re
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -127,3 +129,69 @@ def deadline_wait(predicate, timeout: float, what: str):
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         tick.wait(0.02)
+
+
+VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"})
+
+
+@dataclass
+class Node:
+    tag: str
+    attrs: dict[str, str | None]
+    children: list[Node | str] = field(default_factory=list)
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+    def walk(self):
+        yield self
+        for c in self.children:
+            if isinstance(c, Node):
+                yield from c.walk()
+
+    def find(self, ident: str) -> Node:
+        found = [n for n in self.walk() if n.attrs.get("id") == ident]
+        assert len(found) == 1, f"{len(found)} elements with id {ident!r}"
+        return found[0]
+
+    def all(self, tag: str, **attrs: str) -> list[Node]:
+        """Descendants (and self) with this tag and these attribute values (`data_x` is `data-x`)."""
+        want = {k.replace("_", "-"): v for k, v in attrs.items()}
+        return [n for n in self.walk() if n.tag == tag and all(n.attrs.get(k) == v for k, v in want.items())]
+
+
+class _TreeBuilder(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.root = Node("#document", {})
+        self.stack = [self.root]
+
+    def handle_starttag(self, tag, attrs):
+        node = Node(tag, dict(attrs))
+        self.stack[-1].children.append(node)
+        if tag not in VOID:
+            self.stack.append(node)
+
+    def handle_startendtag(self, tag, attrs):
+        self.stack[-1].children.append(Node(tag, dict(attrs)))
+
+    def handle_endtag(self, tag):
+        for i in range(len(self.stack) - 1, 0, -1):
+            if self.stack[i].tag == tag:
+                del self.stack[i:]
+                return
+
+    def handle_data(self, data):
+        self.stack[-1].children.append(data)
+
+
+def parse_html(text: str) -> Node:
+    builder = _TreeBuilder()
+    builder.feed(text)
+    builder.close()
+    return builder.root
+
+
+def path_points(d: str) -> int:
+    """How many points an SVG path's `d` draws (each M or L is one)."""
+    return len(re.findall(r"[ML]-?[0-9.]+,-?[0-9.]+", d))

@@ -98,8 +98,10 @@ def _legend(items: Iterable[tuple[str, str]]) -> list[str]:
 def line_chart(title: str, xs: Sequence[float], series: Sequence[tuple[str, Sequence[float | None]]], *,
                y_label: str = "", x_label: str = "soak hours", hlines: Sequence[tuple[float, str]] = (),
                bands: Sequence[tuple[float, float]] = (), y_min: float | None = None,
-               y_max: float | None = None, chart_id: str = "") -> str:
-    """A line chart; `hlines` are dashed red threshold lines, `bands` shaded x ranges."""
+               y_max: float | None = None, chart_id: str = "", colors: Sequence[str] = PALETTE,
+               data: dict[str, str] | None = None) -> str:
+    """A line chart; `hlines` are dashed red threshold lines, `bands` shaded x ranges. `colors`
+    go to the series in order; `data` become `data-*` attributes of the `<svg>`."""
     drawn = [(label, *downsample(xs, ys)) for label, ys in series]
     values = [y for _, _, ys in drawn for y in ys if y is not None] + [v for v, _ in hlines]
     lo = y_min if y_min is not None else min(values + [0.0])
@@ -116,10 +118,10 @@ def line_chart(title: str, xs: Sequence[float], series: Sequence[tuple[str, Sequ
                    f'<text x="{LEFT + 4}" y="{y - 3:.1f}" class="tk th-t">{escape(label)}</text>')
     legend = []
     for i, (label, dx, dy) in enumerate(drawn):
-        color = PALETTE[i % len(PALETTE)]
+        color = colors[i % len(colors)]
         out.append(f'<path d="{_path(f, dx, dy)}" fill="none" stroke="{color}" stroke-width="1.3"/>')
         legend.append((label, color))
-    return _svg(out + _legend(legend), title, chart_id)
+    return _svg(out + _legend(legend), title, chart_id, data)
 
 
 def stacked_chart(title: str, xs: Sequence[float], series: Sequence[tuple[str, Sequence[float]]], *,
@@ -146,8 +148,9 @@ def stacked_chart(title: str, xs: Sequence[float], series: Sequence[tuple[str, S
     return _svg(out + _legend(legend), title, chart_id)
 
 
-def _svg(parts: list[str], title: str, chart_id: str) -> str:
+def _svg(parts: list[str], title: str, chart_id: str, data: dict[str, str] | None = None) -> str:
     ident = f' id="{escape(chart_id)}"' if chart_id else ""
+    ident += "".join(f' data-{name}="{escape(str(value))}"' for name, value in (data or {}).items())
     return (f'<svg{ident} viewBox="0 0 {W} {H}" role="img" '
             f'aria-label="{escape(title)}" class="chart">' + "".join(parts) + "</svg>")
 

@@ -173,11 +173,19 @@ class Monitor:
 
     def current(self) -> dict[str, Any] | None:
         with self.cond:
-            if self.agg is not None and (self.snapshot is None or self._dirty):
-                self.snapshot = self._snapshot()
-                self._snap_at = time.monotonic()
-                self._dirty = False
-            return self.snapshot
+            return self._current_locked()
+
+    def view(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The current figures and the points of the same moment (what a page draws)."""
+        with self.cond:
+            return self._current_locked(), list(self.points)
+
+    def _current_locked(self) -> dict[str, Any] | None:
+        if self.agg is not None and (self.snapshot is None or self._dirty):
+            self.snapshot = self._snapshot()
+            self._snap_at = time.monotonic()
+            self._dirty = False
+        return self.snapshot
 
     def _snapshot(self) -> dict[str, Any]:
         agg = self.agg

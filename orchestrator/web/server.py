@@ -1,7 +1,9 @@
 """`orch soak serve`: the live on-call view over stdlib `ThreadingHTTPServer`.
 
-Routes: `/` overview, `/tasks` tasks page, `/events` SSE, `/metrics` Prometheus text,
-`/api/overview`, `/api/points`, `/api/tasks`, `/api/tasks/ORCH-N`, `POST /api/actions`.
+Routes: `/` overview, `/tasks` tasks page (both rendered here with their figures), `/static/*`
+their scripts and style sheet, `/parts/*` the pages' parts for the scripts' updates, `/events`
+SSE, `/metrics` Prometheus text, `/api/overview`, `/api/points`, `/api/tasks`, `/api/tasks/ORCH-N`,
+`POST /api/actions`.
 Binds 127.0.0.1 unless a token is given; read-only unless actions are allowed; every POST needs
 the token (`Authorization: Bearer T` or `X-Orch-Token: T`), compared in constant time.
 """
@@ -28,7 +30,7 @@ from orchestrator.queue import search as taskquery
 from orchestrator.queue.runs import RunStore
 from orchestrator.queue.tasks import parse_task_id
 from orchestrator.queue.writes import Queue
-from orchestrator.web import actions, metrics, pages, sse
+from orchestrator.web import actions, metrics, overview, pages, sse, taskpage
 from orchestrator.web.alerts import Alerter
 from orchestrator.web.monitor import Monitor
 
@@ -163,10 +165,8 @@ class Handler(BaseHTTPRequestHandler):
     def _error(self, code: int, message: str) -> None:
         self._json({"error": message}, code)
 
-    def _html(self, text: str) -> None:
-        self._send(200, text.encode(), "text/html; charset=utf-8",
-                   {"Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
-                                               "style-src 'unsafe-inline'; img-src 'self' data:"})
+    def _html(self, text: str, code: int = 200) -> None:
+        self._send(code, text.encode(), "text/html; charset=utf-8", {"Content-Security-Policy": pages.CSP})
 
     def _guarded(self, fn, *args) -> None:
         try:
@@ -183,9 +183,13 @@ class Handler(BaseHTTPRequestHandler):
         path = url.path
         routes = {"/": self._overview_page, "/tasks": self._tasks_page, "/events": self._events,
                   "/metrics": self._metrics, "/api/overview": self._overview, "/api/points": self._points,
-                  "/api/tasks": self._tasks, "/healthz": lambda p: self._json({"ok": True})}
+                  "/api/tasks": self._tasks, "/parts/overview": self._overview_parts,
+                  "/parts/leases": self._lease_parts, "/parts/tasks": self._task_parts,
+                  "/parts/timeline": self._timeline_part, "/healthz": lambda p: self._json({"ok": True})}
         if path in routes:
             self._guarded(routes[path], params)
+        elif path.startswith("/static/"):
+            self._static(path.removeprefix("/static/"))
         elif path.startswith("/api/tasks/"):
             self._guarded(self._timeline, path.rsplit("/", 1)[1])
         else:
@@ -193,11 +197,43 @@ class Handler(BaseHTTPRequestHandler):
 
     do_HEAD = do_GET
 
+    def _static(self, name: str) -> None:
+        body = pages.static_file(name)
+        if body is None:
+            self._error(404, f"no such file /static/{name}")
+            return
+        self._send(200, body, pages.STATIC[name])
+
+    # --- pages and their parts: the figures rendered here, in the first response ---------------
     def _overview_page(self, params) -> None:
-        self._html(pages.overview(self.server.cfg.allow_actions))
+        snap, points = self.server.monitor.view()
+        self._html(pages.overview_page(snap, points, self.server.monitor.error, self.server.queue_status()))
+
+    def _overview_parts(self, params) -> None:
+        snap, points = self.server.monitor.view()
+        self._json({"seq": snap["last_seq"] if snap else None,
+                    "parts": overview.figure_parts(snap, points, self.server.monitor.error)})
+
+    def _lease_parts(self, params) -> None:
+        self._json({"parts": overview.lease_parts(self.server.queue_status())})
 
     def _tasks_page(self, params) -> None:
-        self._html(pages.tasks(self.server.cfg.allow_actions))
+        docs, nxt, shown, error, code = [], None, None, None, 200
+        try:
+            docs, nxt = self._search(params)
+            if params.get("id"):
+                shown = self._task_doc(params["id"])
+        except OrchestratorError as exc:
+            error, code = str(exc), STATUS_BY_EXIT.get(exc.exit_code, 500)
+        self._html(pages.tasks_page(params, docs, nxt, shown, error, self.server.cfg.allow_actions), code)
+
+    def _task_parts(self, params) -> None:
+        docs, nxt = self._search(params)
+        self._json({"head": taskpage.RESULT_HEAD, "rows": taskpage.rows(docs), "more": taskpage.more(params, nxt),
+                    "next": nxt})
+
+    def _timeline_part(self, params) -> None:
+        self._json({"timeline": taskpage.timeline(self._task_doc(params.get("id") or ""))})
 
     def _overview(self, params) -> None:
         mon = self.server.monitor
@@ -230,7 +266,8 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass
 
-    def _tasks(self, params) -> None:
+    def _search(self, params) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the tasks search: the tasks as documents, and the next page's `before`."""
         queue, origin = self.server.open_queue()
         with queue:
             flt = taskquery.TaskFilter.parse(params, origin)
@@ -241,13 +278,19 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 raise UsageError("limit must be a whole number") from None
             rows, nxt = taskquery.search(queue, flt, before_id, limit)
-            self._json({"tasks": [taskquery.row_doc(r, origin) for r in rows],
-                        "next": taskquery.task_name(nxt) if nxt else None})
+            return [taskquery.row_doc(r, origin) for r in rows], (taskquery.task_name(nxt) if nxt else None)
 
-    def _timeline(self, name: str) -> None:
+    def _task_doc(self, name: str) -> dict[str, Any]:
         queue, origin = self.server.open_queue()
         with queue:
-            self._json(taskquery.timeline(queue, parse_task_id(name), origin))
+            return taskquery.timeline(queue, parse_task_id(name), origin)
+
+    def _tasks(self, params) -> None:
+        docs, nxt = self._search(params)
+        self._json({"tasks": docs, "next": nxt})
+
+    def _timeline(self, name: str) -> None:
+        self._json(self._task_doc(name))
 
     # --- POST -------------------------------------------------------------------------------
     def do_POST(self) -> None:
