@@ -253,3 +253,29 @@ def test_a_jump_left_half_written_by_a_killed_writer_is_repaired(clock):
     HEADER.pack_into(clock._map, 0, *head)
     assert clock.now() >= head[1]
     assert clock._header()[0] % 2 == 0
+
+
+def test_skip_jobs_run_at_their_soak_times_and_outlive_a_failing_job(clock):
+    from orchestrator.soak.skipjobs import Job, SkipJobs, every
+
+    start = clock.now()
+    runs: list[tuple[str, float]] = []
+
+    def tick() -> None:
+        runs.append(("tick", clock.now() - start))
+
+    def boom() -> None:
+        runs.append(("boom", clock.now() - start))
+        raise RuntimeError("a bug in a job")
+
+    def done() -> bool:
+        return sum(1 for name, _ in runs if name == "tick") >= 4
+
+    jobs = [Job("tick", tick, every(600.0, start)), Job("boom", boom, every(1000.0, start))]
+    loop = SkipJobs(clock, jobs, threading.Event(), done)
+    loop.start()
+    loop.join(DEADLINE)
+    assert not loop.is_alive()
+    ticks = [t for name, t in runs if name == "tick"]
+    assert ticks[0] < 1.0 and [round(t) for t in ticks[1:]] == [600, 1200, 1800]  # jumped to each
+    assert [round(t) for name, t in runs if name == "boom"] == [0, 1000]  # failed, ran again

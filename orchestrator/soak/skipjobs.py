@@ -10,6 +10,7 @@ name their own next time (the next planned arrival, the next crash or stall).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 from apscheduler.triggers.interval import IntervalTrigger
 
+log = logging.getLogger("orchestrator.soak.skipjobs")
 EPSILON = 1e-6  # soak seconds: "strictly after now" on the trigger's grid (microseconds)
 
 
@@ -67,7 +69,10 @@ class SkipJobs(threading.Thread):
             while not self.stopping.is_set():
                 for job in self.jobs:
                     if job.next_t <= clock.now() and not self.stopping.is_set():
-                        job.fn()
+                        try:
+                            job.fn()
+                        except Exception:  # a bug: said, and the next run of the job tries again (as APScheduler does)
+                            log.exception("skip-clock job %s failed", job.name)
                         job.next_t = max(job.after(clock.now()), clock.now() + EPSILON)
                 if self.done():
                     return
