@@ -422,7 +422,10 @@ class SkipClock:
                 looked = min(looked, slot[5])
             elif slot[3] == SHIP:
                 shipped = slot[5] if shipped is None else min(shipped, slot[5])
-        probe = self.probe(t)
+        try:
+            probe = self.probe(t)
+        except Exception:  # the database cannot answer now (busy, gone): no jump; a later look asks again
+            return
         if shipped is not None and probe.last_seq > shipped:
             self._wake_topic(waiting, SHIP)
             return

@@ -31,7 +31,8 @@ _INDEX_DDL = re.compile(r"^(CREATE|DROP) INDEX IF (?:NOT )?EXISTS (\w+)", re.MUL
 # pages made a commit 40 % cheaper than SQLite's default 4 KiB and four workers drain about 15 %
 # more, while full scans (`ops status` counts every task) take about 1.7x as long.
 PAGE_SIZE = 1024
-SKIP_BUSY_MS = 0  # the skip clock: no busy wait in SQLite (a wall-time sleep the clock cannot skip); the backoff below
+SKIP_BUSY_MS = 1  # the skip clock: SQLite's busy wait per try, wall ms: one short sleep (a read that meets a WAL
+# reset needs it; 0 made such reads fail at once), then the soak-time backoff below
 SKIP_BACKOFF = 0.05  # the skip clock: soak seconds of the first backoff (jittered, x2 per try, to 0.8)
 T = TypeVar("T")
 

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from apscheduler.triggers.interval import IntervalTrigger
 
 log = logging.getLogger("orchestrator.soak.skipjobs")
+RETRY_AFTER = 1.0  # soak seconds: a job (or its schedule) that raised runs again this much later
 EPSILON = 1e-6  # soak seconds: "strictly after now" on the trigger's grid (microseconds)
 
 
@@ -71,9 +72,11 @@ class SkipJobs(threading.Thread):
                     if job.next_t <= clock.now() and not self.stopping.is_set():
                         try:
                             job.fn()
-                        except Exception:  # a bug: said, and the next run of the job tries again (as APScheduler does)
+                            after = job.after(clock.now())
+                        except Exception:  # said, and tried again a soak second on (APScheduler too goes on)
                             log.exception("skip-clock job %s failed", job.name)
-                        job.next_t = max(job.after(clock.now()), clock.now() + EPSILON)
+                            after = clock.now() + RETRY_AFTER
+                        job.next_t = max(after, clock.now() + EPSILON)
                 if self.done():
                     return
                 left = min(job.next_t for job in self.jobs) - clock.now()
