@@ -293,6 +293,7 @@ class SkipClock:
                         slot = self._slot(i)
                         slot[2] = WAITING
                         self._put(i, slot)
+                        self._try_jump()  # it may be the last one at work again
                 sock.settimeout(max(min(left / self.rate, LOOK_WALL), 1e-6))
                 try:
                     while True:
