@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 from test_report import aborted_log, rich_log
-from test_web import TOKEN, busy_log, queue_home, write_lines  # noqa: F401 (fixture)
+from test_web import TOKEN, busy_log, finished_busy_log, queue_home, write_lines  # noqa: F401 (fixture)
 from webserve import deadline_wait, path_points, start_server, stop_server
 
 from orchestrator.judge.report import write_summary
@@ -57,11 +57,17 @@ def home(tmp_path):
     return h
 
 
-def test_tiles_equal_the_aggregator(browser, children, orch_cmd, clean_env, home):
+def half_written_log(home):
+    """The first half of a busy log as the home's 72h log: (its builder, its lines, the file)."""
     b = busy_log(120)
-    b.finish(7300.0)
-    log = b.write(home / "logs" / "soak" / "soak_72h.jsonl")
-    f = aggregate_file(log).figures()
+    lines = b.lines()
+    log = home / "logs" / "soak" / "soak_72h.jsonl"
+    write_lines(log, lines[: len(lines) // 2], "wb")
+    return b, lines, log
+
+
+def test_tiles_equal_the_aggregator(browser, children, orch_cmd, clean_env, home):
+    f = finished_busy_log(home)
     served = start_server(children, orch_cmd, clean_env, home)
     try:
         page = browser.new_page()
@@ -80,10 +86,7 @@ def test_tiles_equal_the_aggregator(browser, children, orch_cmd, clean_env, home
 
 
 def test_a_reload_mid_run_keeps_every_point(browser, children, orch_cmd, clean_env, home):
-    b = busy_log(120)
-    lines = b.lines()
-    log = home / "logs" / "soak" / "soak_72h.jsonl"
-    write_lines(log, lines[: len(lines) // 2], "wb")
+    b, lines, log = half_written_log(home)
     served = start_server(children, orch_cmd, clean_env, home)
     try:
         page = browser.new_page()
@@ -187,10 +190,7 @@ def test_offline_report_makes_no_request(browser, tmp_path):
 
 
 def test_the_first_paint_without_javascript_shows_the_figures(chromium, children, orch_cmd, clean_env, home):
-    b = busy_log(120)
-    b.finish(7300.0)
-    log = b.write(home / "logs" / "soak" / "soak_72h.jsonl")
-    f = aggregate_file(log).figures()
+    f = finished_busy_log(home)
     with Queue(home / "db" / "queue.db") as q:
         q.enqueue_many([(f"k{i}", {}) for i in range(60)])
     served = start_server(children, orch_cmd, clean_env, home)
@@ -225,10 +225,7 @@ def test_the_first_paint_without_javascript_shows_the_figures(chromium, children
 
 def test_the_script_runs_under_the_real_csp(chromium, children, orch_cmd, clean_env, home):
     """No bypass_csp here: the pages' own policy applies; the tiles and charts follow the SSE stream."""
-    b = busy_log(120)
-    lines = b.lines()
-    log = home / "logs" / "soak" / "soak_72h.jsonl"
-    write_lines(log, lines[: len(lines) // 2], "wb")
+    b, lines, log = half_written_log(home)
     with Queue(home / "db" / "queue.db") as q:
         for i in range(3):
             q.enqueue(f"k{i}", {})

@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from conftest import wait_for
 
 from orchestrator.core.skipclock import BUSY, SHIP, WAITING, WORK, Probe, SkipClock, process_state
 
@@ -33,11 +34,7 @@ def clock(tmp_path):
 
 
 def until(cond, what: str) -> None:
-    end = time.monotonic() + DEADLINE
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"not within {DEADLINE} s: {what}")
-        time.sleep(0.001)
+    wait_for(cond, DEADLINE, what, interval=0.001)
 
 
 def slot_states(c: SkipClock) -> list[int]:
@@ -56,6 +53,20 @@ def sleeper(c: SkipClock, soak: float, out: list, started: threading.Event | Non
     th = threading.Thread(target=run, daemon=True)
     th.start()
     return th
+
+
+def idle_worker(c: SkipClock, looked: float) -> threading.Event:
+    """A thread that waits for work (its last look at the queue at soak time `looked`); the
+    event is set once it is woken."""
+    woken = threading.Event()
+
+    def run() -> None:
+        with c.participant():
+            c.wait(None, None, WORK, seen=looked)
+            woken.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return woken
 
 
 def test_sleepers_jump_to_each_deadline_in_order_never_past_it(clock):
@@ -118,16 +129,7 @@ def test_time_never_runs_backwards_across_jumps(clock):
 def test_unseen_due_work_wakes_the_workers_instead_of_jumping(clock):
     due = {"now": None}
     clock.probe = lambda t: Probe(due_now=due["now"], next_due=None, lease_end=None, last_seq=0)
-    woken = threading.Event()
-    looked = clock.now()
-
-    def worker() -> None:
-        with clock.participant():
-            clock.wait(None, None, WORK, seen=looked)
-            woken.set()
-
-    w = threading.Thread(target=worker, daemon=True)
-    w.start()
+    woken = idle_worker(clock, clock.now())
     until(lambda: WAITING in slot_states(clock), "the worker waits")
     assert not woken.is_set()
     due["now"] = clock.now()  # a task fell due after the worker's look (a backoff ended)
@@ -135,7 +137,6 @@ def test_unseen_due_work_wakes_the_workers_instead_of_jumping(clock):
     sleeper(clock, 1000.0, out)
     until(woken.is_set, "the worker is woken")
     assert clock.jumps == 0 or out  # woken first: no jump happened before it looked again
-    w.join(DEADLINE)
 
 
 def test_unshipped_events_hold_the_jump_and_wake_the_shipper(clock):
@@ -162,18 +163,9 @@ def test_unshipped_events_hold_the_jump_and_wake_the_shipper(clock):
 def test_the_database_bounds_the_jump(clock):
     base = clock.now()
     clock.probe = lambda t: Probe(due_now=None, next_due=base + 120.0, lease_end=base + 600.0, last_seq=0)
-    woken = threading.Event()
-
-    def worker() -> None:
-        with clock.participant():
-            clock.wait(None, None, WORK, seen=base)
-            woken.set()
-
-    w = threading.Thread(target=worker, daemon=True)
-    w.start()
+    woken = idle_worker(clock, base)
     until(woken.is_set, "the worker is woken when the backoff ends")
     assert base + 120.0 <= clock.now() < base + 121.0  # jumped to the backoff's end, not further
-    w.join(DEADLINE)
 
 
 def test_a_frozen_clock_does_not_jump(clock):

@@ -34,6 +34,13 @@ def busy_log(minutes: int = 180) -> LogBuilder:
     return b
 
 
+def finished_busy_log(home) -> dict:
+    """A finished two-hour busy log as the home's 72h log; returns its figures."""
+    b = busy_log(120)
+    b.finish(7300.0)
+    return aggregate_file(b.write(home / "logs" / "soak" / "soak_72h.jsonl")).figures()
+
+
 def write_lines(path, lines: list[bytes], mode: str = "ab") -> None:
     with open(path, mode) as fh:
         fh.write(b"".join(lines))  # each line ends with its newline
@@ -341,10 +348,7 @@ def assert_no_inline_code(doc, text: str) -> None:
 
 
 def test_the_overview_renders_its_figures_in_the_first_response(children, orch_cmd, clean_env, home):
-    b = busy_log(120)
-    b.finish(7300.0)
-    log = b.write(home / "logs" / "soak" / "soak_72h.jsonl")
-    f = aggregate_file(log).figures()
+    f = finished_busy_log(home)
     served = start_server(children, orch_cmd, clean_env, home)
     try:
         deadline_wait(lambda: (served.get_json("/api/overview")["tiles"] or {}).get("complete"), 30, "the whole log")
