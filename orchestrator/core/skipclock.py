@@ -373,14 +373,15 @@ class SkipClock:
         with self._locked():
             self._bump(6, 0)
 
-    def signal(self, pid: int, sig: int) -> None:
+    def signal(self, pid: int, sig: int) -> bool:
         """Send `sig` holding the clock's lock, so SIGSTOP never stops a process inside it (and
         SIGKILL never ends one halfway through a jump)."""
         with self._locked():
             try:
                 os.kill(pid, sig)
+                return True
             except ProcessLookupError:
-                pass  # gone already
+                return False  # gone already
 
     # --- the jump --------------------------------------------------------------------------
     def _may_jump(self) -> bool:

@@ -17,7 +17,8 @@ from orchestrator.queue.store import Writer, connect
 from orchestrator.queue.tasks import Task, event_dict, task_name
 
 
-def _clock_file(run: sqlite3.Row) -> str | None:
+def clock_file(run: sqlite3.Row) -> str | None:
+    """A run row's skip-clock file (None: the constant clock, or a database too old to say)."""
     return run["clock"] if "clock" in run.keys() else None
 
 
@@ -45,7 +46,7 @@ class QueueView:
         self.conn = connect(self.path, self.config, create=create)
         if clock is None:
             run = self.conn.execute(q("active_run")).fetchone()
-            clock = WALL if run is None else run_clock(run["origin"], run["speed"], _clock_file(run))
+            clock = WALL if run is None else run_clock(run["origin"], run["speed"], clock_file(run))
         self.use_clock(clock)
 
     def use_clock(self, clock: Clock) -> None:

@@ -17,6 +17,7 @@ import orjson
 
 from orchestrator.core.clock import Clock, RunEnd, run_clock
 from orchestrator.core.errors import Refused
+from orchestrator.queue.reads import clock_file
 from orchestrator.queue.sqlfile import q
 from orchestrator.queue.writes import Queue
 
@@ -53,8 +54,7 @@ class Run:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Run:
         values = {f: row[f] for f in cls.__dataclass_fields__ if f not in ("profile", "clock_file")}
-        clock_file = row["clock"] if "clock" in row.keys() else None
-        return cls(profile=orjson.loads(row["profile"]), clock_file=clock_file, **values)
+        return cls(profile=orjson.loads(row["profile"]), clock_file=clock_file(row), **values)
 
 
 def new_run_id(seed: int) -> str:

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,12 +196,14 @@ class Pool:
         proc = self.procs.get(worker)
         return proc.pid if proc and proc.role == "worker" else None
 
-    def signal(self, proc: Proc, sig: signal.Signals) -> bool:
+    def signal(self, proc: Proc, sig: signal.Signals, send: Callable[[int, int], bool] = kill) -> bool:
+        """Signal a process of the pool, keeping track of the ones SIGSTOP holds; `send` is how
+        (the skip clock sends under its lock: `SkipClock.signal`)."""
         if sig == signal.SIGSTOP:
             self.stopped.add(proc.pid)
         elif sig == signal.SIGCONT:
             self.stopped.discard(proc.pid)
-        return kill(proc.pid, sig)
+        return send(proc.pid, sig)
 
     def stop(self, roles: tuple[str, ...], wall_timeout: float = 10.0) -> None:
         """SIGCONT (if stopped) and SIGTERM, wait, then SIGKILL what is left."""

@@ -30,7 +30,7 @@ from orchestrator.core.home import Home
 from orchestrator.core.model import QueueConfig
 from orchestrator.core.profiles import Profile
 from orchestrator.core.skipclock import SkipClock
-from orchestrator.faults.client import ask
+from orchestrator.faults.client import ask, kill
 from orchestrator.judge.aborts import RULE_NAMES
 from orchestrator.judge.report import write_incident, write_summary
 from orchestrator.judge.sli import Aggregator, LogTail, log_abort
@@ -236,12 +236,8 @@ class Supervisor:
             if proc is None or proc.pid in self.pool.stopped or proc.popen.poll() is not None:
                 continue
             queue.record("fault_injected", worker=proc.name, data={"kind": kind, "target": proc.pid})
-            if self.clock.skips:  # never stopped or killed inside the clock's lock
-                self.clock.signal(proc.pid, sig)
-                if sig == signal.SIGSTOP:
-                    self.pool.stopped.add(proc.pid)
-            else:
-                self.pool.signal(proc, sig)
+            send = self.clock.signal if self.clock.skips else kill  # skip clock: never inside its lock
+            self.pool.signal(proc, sig, send)
             if sig == signal.SIGSTOP:
                 # SIGCONT from a timer, not from a job: the stopped worker may hold the write lock
                 # that every job is waiting for.
@@ -363,8 +359,9 @@ class Supervisor:
 
     def _drained_now(self) -> bool:
         """The skip jobs' end check: the run drained, so stop before the clock jumps on."""
-        if self.drained() or self.now_t() > self.drain_limit():
-            self.stop_reason = self.stop_reason or ("finished" if self.drained() else "drain limit")
+        drained = self.drained()
+        if drained or self.now_t() > self.drain_limit():
+            self.stop_reason = self.stop_reason or ("finished" if drained else "drain limit")
             self.clock.freeze()
             self.stopping.set()
             return True
