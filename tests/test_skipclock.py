@@ -15,7 +15,6 @@ import threading
 import time
 
 import pytest
-from conftest import wait_for
 
 from orchestrator.core.skipclock import BUSY, SHIP, WAITING, WORK, Probe, SkipClock, process_state
 
@@ -33,8 +32,10 @@ def clock(tmp_path):
     return c  # not closed: a test's last sleeper may still be on its way out
 
 
-def until(cond, what: str) -> None:
-    wait_for(cond, DEADLINE, what, interval=0.001)
+@pytest.fixture
+def until(wait_for):
+    """Wait for a condition, at most DEADLINE wall seconds (conftest's `wait_for`)."""
+    return lambda cond, what: wait_for(cond, DEADLINE, what, interval=0.001)
 
 
 def slot_states(c: SkipClock) -> list[int]:
@@ -69,7 +70,7 @@ def idle_worker(c: SkipClock, looked: float) -> threading.Event:
     return woken
 
 
-def test_sleepers_jump_to_each_deadline_in_order_never_past_it(clock):
+def test_sleepers_jump_to_each_deadline_in_order_never_past_it(clock, until):
     out: list = []
     with clock.participant():  # busy until all three wait: no jump before that
         threads = [sleeper(clock, s, out) for s in (3600.0, 60.0, 900.0)]
@@ -83,7 +84,7 @@ def test_sleepers_jump_to_each_deadline_in_order_never_past_it(clock):
     assert clock.jumps == 3
 
 
-def test_no_jump_while_a_participant_is_busy(clock):
+def test_no_jump_while_a_participant_is_busy(clock, until):
     busy_go = threading.Event()
     entered = threading.Event()
 
@@ -126,7 +127,7 @@ def test_time_never_runs_backwards_across_jumps(clock):
     assert all(b >= a for a, b in zip(readings, readings[1:]))
 
 
-def test_unseen_due_work_wakes_the_workers_instead_of_jumping(clock):
+def test_unseen_due_work_wakes_the_workers_instead_of_jumping(clock, until):
     due = {"now": None}
     clock.probe = lambda t: Probe(due_now=due["now"], next_due=None, lease_end=None, last_seq=0)
     woken = idle_worker(clock, clock.now())
@@ -139,7 +140,7 @@ def test_unseen_due_work_wakes_the_workers_instead_of_jumping(clock):
     assert clock.jumps == 0 or out  # woken first: no jump happened before it looked again
 
 
-def test_unshipped_events_hold_the_jump_and_wake_the_shipper(clock):
+def test_unshipped_events_hold_the_jump_and_wake_the_shipper(clock, until):
     state = {"last": 10}
     clock.probe = lambda t: Probe(due_now=None, next_due=None, lease_end=None, last_seq=state["last"])
     shipped = threading.Event()
@@ -160,7 +161,7 @@ def test_unshipped_events_hold_the_jump_and_wake_the_shipper(clock):
     assert out and clock.jumps == 1  # everything shipped: the jump goes ahead
 
 
-def test_the_database_bounds_the_jump(clock):
+def test_the_database_bounds_the_jump(clock, until):
     base = clock.now()
     clock.probe = lambda t: Probe(due_now=None, next_due=base + 120.0, lease_end=base + 600.0, last_seq=0)
     woken = idle_worker(clock, base)
@@ -168,7 +169,7 @@ def test_the_database_bounds_the_jump(clock):
     assert base + 120.0 <= clock.now() < base + 121.0  # jumped to the backoff's end, not further
 
 
-def test_a_frozen_clock_does_not_jump(clock):
+def test_a_frozen_clock_does_not_jump(clock, until):
     clock.freeze()
     started = threading.Event()
     out: list = []
@@ -193,7 +194,7 @@ def _read_child(path: str, q) -> None:
     q.put((time.time(), c.now()))
 
 
-def test_a_stopped_participant_does_not_hold_the_clock_and_a_killed_one_is_freed(clock):
+def test_a_stopped_participant_does_not_hold_the_clock_and_a_killed_one_is_freed(clock, until):
     ctx = multiprocessing.get_context("fork")
     ready, go = ctx.Event(), ctx.Event()
     child = ctx.Process(target=_busy_child, args=(str(clock.path), ready, go), daemon=True)
