@@ -16,13 +16,19 @@ import time
 
 import pytest
 
-from orchestrator.core.skipclock import BUSY, SHIP, WAITING, WORK, Probe, SkipClock, process_state
+from orchestrator.core.skipclock import BUSY, REAP, SHIP, WAITING, WORK, Probe, SkipClock, process_state
 
 DEADLINE = 20.0  # wall seconds any wait of these tests may take at most
 
 
 def idle_probe(_t: float) -> Probe:
     return Probe(due_now=None, next_due=None, lease_end=None, last_seq=0)
+
+
+def finish(th) -> None:
+    """Join a thread or process; one still waiting after DEADLINE is a stuck clock, a failure."""
+    th.join(DEADLINE)
+    assert not th.is_alive(), f"{th.name} still waiting after {DEADLINE:g} s"
 
 
 @pytest.fixture
@@ -58,12 +64,14 @@ def sleeper(c: SkipClock, soak: float, out: list, started: threading.Event | Non
 
 def idle_worker(c: SkipClock, looked: float) -> threading.Event:
     """A thread that waits for work (its last look at the queue at soak time `looked`); the
-    event is set once it is woken."""
+    event is set once it is woken, its `jumps` the clock's jump count then (read before it
+    leaves: once it has left, the others may jump)."""
     woken = threading.Event()
 
     def run() -> None:
         with c.participant():
             c.wait(None, None, WORK, seen=looked)
+            woken.jumps = c.jumps
             woken.set()
 
     threading.Thread(target=run, daemon=True).start()
@@ -77,7 +85,7 @@ def test_sleepers_jump_to_each_deadline_in_order_never_past_it(clock, until):
         until(lambda: slot_states(clock).count(WAITING) == 3, "the three sleepers wait")
         assert clock.jumps == 0
     for th in threads:
-        th.join(DEADLINE)
+        finish(th)
     assert [s for s, _ in out] == [60.0, 900.0, 3600.0]  # woken in soak-time order
     for soak, slept in out:
         assert soak <= slept < soak + 1.0  # never woken early; late only by the run of rate 1
@@ -102,9 +110,9 @@ def test_no_jump_while_a_participant_is_busy(clock, until):
     until(lambda: WAITING in slot_states(clock), "the sleeper waits")
     assert clock.jumps == 0 and not out
     busy_go.set()  # now both wait: the clock jumps to the sleeper's deadline, not the busy one's
-    s.join(DEADLINE)
+    finish(s)
     assert out and 500.0 <= out[0][1] < 501.0
-    b.join(DEADLINE)  # then, alone, to the other one's
+    finish(b)  # then, alone, to the other one's
 
 
 def test_time_never_runs_backwards_across_jumps(clock):
@@ -120,9 +128,9 @@ def test_time_never_runs_backwards_across_jumps(clock):
     out: list = []
     threads = [sleeper(clock, 10.0 * (k + 1), out) for k in range(20)]
     for th in threads:
-        th.join(DEADLINE)
+        finish(th)
     stop.set()
-    r.join(DEADLINE)
+    finish(r)
     assert clock.jumps >= 10
     assert all(b >= a for a, b in zip(readings, readings[1:]))
 
@@ -137,7 +145,7 @@ def test_unseen_due_work_wakes_the_workers_instead_of_jumping(clock, until):
     out: list = []
     sleeper(clock, 1000.0, out)
     until(woken.is_set, "the worker is woken")
-    assert clock.jumps == 0 or out  # woken first: no jump happened before it looked again
+    assert woken.jumps == 0  # woken first: no jump happened before it looked again
 
 
 def test_unshipped_events_hold_the_jump_and_wake_the_shipper(clock, until):
@@ -157,7 +165,7 @@ def test_unshipped_events_hold_the_jump_and_wake_the_shipper(clock, until):
     assert clock.jumps == 0
     out: list = []
     s = sleeper(clock, 300.0, out)
-    s.join(DEADLINE)
+    finish(s)
     assert out and clock.jumps == 1  # everything shipped: the jump goes ahead
 
 
@@ -205,12 +213,12 @@ def test_a_stopped_participant_does_not_hold_the_clock_and_a_killed_one_is_freed
         clock.signal(child.pid, signal.SIGSTOP)  # under the clock's lock: never stopped inside it
         until(lambda: process_state(child.pid, _start(child.pid)) == "stopped", "the child is stopped")
         out: list = []
-        sleeper(clock, 700.0, out).join(DEADLINE)
+        finish(sleeper(clock, 700.0, out))
         assert out, "a SIGSTOPped participant held the clock"
         os.kill(child.pid, signal.SIGKILL)
-        child.join(DEADLINE)
+        finish(child)
         out.clear()
-        sleeper(clock, 50.0, out).join(DEADLINE)
+        finish(sleeper(clock, 50.0, out))
         assert out and clock._slot(0)[2] in (0, 1)
         assert slot_states(clock).count(BUSY) == 0  # the dead child's slot was freed
     finally:
@@ -220,13 +228,13 @@ def test_a_stopped_participant_does_not_hold_the_clock_and_a_killed_one_is_freed
 
 def test_every_process_reads_the_same_time(clock):
     out: list = []
-    sleeper(clock, 86_400.0, out).join(DEADLINE)  # a jump a day ahead, then compare
+    finish(sleeper(clock, 86_400.0, out))  # a jump a day ahead, then compare
     ctx = multiprocessing.get_context("fork")
     q = ctx.Queue()
     child = ctx.Process(target=_read_child, args=(str(clock.path), q))
     child.start()
     wall, theirs = q.get(timeout=DEADLINE)
-    child.join(DEADLINE)
+    finish(child)
     ours = clock.now() - (time.time() - wall)  # our reading at the child's wall instant (rate 1)
     assert abs(theirs - ours) < 0.05
 
@@ -268,7 +276,7 @@ def test_skip_jobs_run_at_their_soak_times_and_outlive_a_failing_job(clock):
     jobs = [Job("tick", tick, every(600.0, start)), Job("boom", boom, every(1000.0, start))]
     loop = SkipJobs(clock, jobs, threading.Event(), done)
     loop.start()
-    loop.join(DEADLINE)
+    finish(loop)
     assert not loop.is_alive()
     ticks = [t for name, t in runs if name == "tick"]
     assert ticks[0] < 1.0 and [round(t) for t in ticks[1:]] == [600, 1200, 1800]  # jumped to each
@@ -286,5 +294,34 @@ def test_a_probe_that_cannot_answer_holds_the_jump_but_stops_no_one(clock):
 
     clock.probe = flaky
     out: list = []
-    sleeper(clock, 900.0, out).join(DEADLINE)
+    finish(sleeper(clock, 900.0, out))
     assert out and calls["n"] > 3 and clock.jumps == 1
+
+
+def reaper(c: SkipClock, out: list) -> threading.Thread:
+    """A thread that waits as the supervisor's reaper does: no timer, woken for an expired lease."""
+    def run() -> None:
+        with c.participant():
+            c.wait(None, None, REAP)
+            out.append(c.now())
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
+
+def test_the_reaper_is_woken_at_a_lease_expiry_without_a_timer_of_its_own(clock):
+    end = clock.now() + 300.0
+    clock.probe = lambda t: Probe(due_now=None, next_due=None, lease_end=end, last_seq=0)
+    out: list = []
+    finish(reaper(clock, out))  # alone and waiting "until woken": the jump goes to the lease's end
+    assert out and end <= out[0] < end + 1.0 and clock.jumps == 1
+
+
+def test_an_expired_lease_not_yet_returned_wakes_the_reaper_instead_of_jumping(clock):
+    end = clock.now() - 1.0  # expired before the reaper waits (its last round missed it)
+    clock.probe = lambda t: Probe(due_now=None, next_due=None, lease_end=end, last_seq=0)
+    out: list = []
+    t0 = clock.now()
+    finish(reaper(clock, out))
+    assert out and out[0] < t0 + 1.0 and clock.jumps == 0

@@ -40,7 +40,7 @@ SLOT = struct.Struct("<qqqqddq")  # pid, starttime, state, topic, deadline, seen
 SLOTS = 256
 SIZE = HEADER.size + SLOT.size * SLOTS
 FREE, BUSY, WAITING = 0, 1, 2
-TIMER, WORK, SHIP = 0, 1, 2  # what a waiting slot waits for
+TIMER, WORK, SHIP, REAP = 0, 1, 2, 3  # what a waiting slot waits for (REAP: its timer, or a lease's expiry)
 LOOK_WALL = 0.05  # wall seconds: a waiter's periodic look (a lost wake, a signal, a dead peer)
 INF = math.inf
 
@@ -263,7 +263,9 @@ class SkipClock:
         """Wait until `event` is set or `soak_seconds` of soak time passed (None: until woken);
         returns whether the event is set. `topic` WORK: wake when work may be due (`seen` is the
         soak time of this worker's last look at the queue); SHIP: wake when events wait to be
-        shipped (`seen`: the last seq shipped). A thread that is not a participant polls."""
+        shipped (`seen`: the last seq shipped); REAP: wake at the deadline or when a lease has
+        expired (the reaper: it needs no timer of its own for leases that heartbeats keep moving).
+        A thread that is not a participant polls."""
         deadline = INF if soak_seconds is None else self.now() + max(soak_seconds, 0.0)
         i = getattr(self._local, "slot", None)
         if i is None:
@@ -434,6 +436,8 @@ class SkipClock:
         if probe.due_now is not None and probe.due_now >= looked:
             self._wake_topic(waiting, WORK)  # a task fell due since the workers last looked
             return
+        if probe.lease_end is not None and probe.lease_end <= t and self._wake_topic(waiting, REAP):
+            return  # a lease expired that the reaper has yet to return
         for when in (probe.next_due, probe.lease_end):
             if when is not None:
                 earliest = min(earliest, when)
@@ -442,13 +446,18 @@ class SkipClock:
         self._set_base(earliest, time.time(), earliest - t)
         for i, slot in waiting:
             if slot[4] <= earliest or (slot[3] == WORK and probe.next_due is not None
-                                       and probe.next_due <= earliest):
+                                       and probe.next_due <= earliest) or (
+                    slot[3] == REAP and probe.lease_end is not None and probe.lease_end <= earliest):
                 self._wake(i)
 
-    def _wake_topic(self, waiting: list[tuple[int, list]], topic: int) -> None:
+    def _wake_topic(self, waiting: list[tuple[int, list]], topic: int) -> bool:
+        """Wake who waits for `topic`; whether anyone did."""
+        woken = False
         for i, slot in waiting:
             if slot[3] == topic:
                 self._wake(i)
+                woken = True
+        return woken
 
 
 _SHARED: dict[Path, SkipClock] = {}

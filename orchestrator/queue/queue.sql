@@ -208,9 +208,6 @@ SELECT error, state, count(*) AS n FROM tasks WHERE error IS NOT NULL GROUP BY e
 -- name: oldest_pending
 SELECT min(enqueued_at) FROM tasks WHERE state = 'PENDING';
 
--- name: next_lease_end
-SELECT min(lease_until) FROM tasks INDEXED BY tasks_state_id WHERE state = 'IN_PROGRESS';
-
 -- name: count_expired
 SELECT count(*) FROM tasks INDEXED BY tasks_state_id WHERE state = 'IN_PROGRESS' AND lease_until < ?;
 

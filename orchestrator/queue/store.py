@@ -22,6 +22,7 @@ from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay,
 from orchestrator.core.clock import Clock
 from orchestrator.core.errors import DbLockError, StoreError
 from orchestrator.core.model import QueueConfig
+from orchestrator.core.skipclock import SHIP
 from orchestrator.queue.sqlfile import q
 
 SCHEMA_ID = "orch-queue/1"
@@ -255,6 +256,8 @@ class Writer:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        if self.clock.skips:  # the shipper ships this commit's events while the writer goes on
+            self.clock.kick(1, SHIP)
         return result
 
     def unqueued(self, fn: Callable[[sqlite3.Connection], T]) -> T:

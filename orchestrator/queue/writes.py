@@ -332,10 +332,6 @@ class Queue(QueueView):
 
         return self._kicking(self.write(tx))
 
-    def next_lease_end(self) -> float | None:
-        """The soak time the next lease in flight expires (None: none in flight)."""
-        return self.conn.execute(q("next_lease_end")).fetchone()[0]
-
     def reap(self) -> list[tuple[int, str]]:
         """Return expired leases to PENDING (the attempt counts) or to FAILED (`lease_timeout`)
         when the attempts are spent. Returns (task, new state) pairs. Looks before it writes: a

@@ -106,6 +106,7 @@ class Shipper:
         # in a rehearsal): there the file is fsync'd at most every SKIP_SYNC_WALL, and at the end.
         self.sync_every = SKIP_SYNC_WALL if queue.clock.skips else 0.0
         self.synced = 0.0
+        self.looked = 0.0  # when `ended` last read the run's row (monotonic)
 
     def ship_once(self, fh) -> int:
         rows = self.queue.events_after(self.last, BATCH)
@@ -122,6 +123,16 @@ class Shipper:
         os.fsync(fh.fileno())
         self.synced = time.monotonic()
 
+    def ended(self) -> bool:
+        """Whether the run has ended. On the skip clock the shipper is woken after nearly every
+        commit, so it reads the run's row only when the clock is frozen (the run winds down) or
+        SKIP_SYNC_WALL after its last look."""
+        clock = self.queue.clock
+        if clock.skips and not clock.frozen and time.monotonic() - self.looked < SKIP_SYNC_WALL:
+            return False
+        self.looked = time.monotonic()
+        return self.store.get(self.run_id).status != "running"
+
     def run(self) -> int:
         """Ship until the run has ended and every event is in the file."""
         clock = self.queue.clock
@@ -129,8 +140,7 @@ class Shipper:
             while True:
                 if self.ship_once(fh) == BATCH:
                     continue  # behind: ship the next batch at once; else one batch (one fsync) per pause
-                ended = self.store.get(self.run_id).status != "running"
-                if (ended or self.stop.is_set()) and self.queue.last_seq() <= self.last:
+                if (self.stop.is_set() or self.ended()) and self.queue.last_seq() <= self.last:
                     self.sync(fh)
                     return 0
                 if clock.skips:  # woken when events wait to be shipped: no jump leaves one behind

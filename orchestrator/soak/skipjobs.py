@@ -5,7 +5,9 @@ functions run from this loop instead: one participant thread that waits on the s
 the earliest job is due (which lets the clock jump there), runs every due job in turn, and
 schedules each again. Periodic jobs keep their times on APScheduler's `IntervalTrigger` (on the
 soak axis, coalesced: a job due several times runs once); the arrivals and the worker faults
-name their own next time (the next planned arrival, the next crash or stall).
+name their own next time (the next planned arrival, the next crash or stall). The reaper has no
+timer: the clock wakes the loop when a lease has expired (the `REAP` wait), so a lease that
+heartbeats keep moving costs no wake-up at its old end.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from apscheduler.triggers.interval import IntervalTrigger
+
+from orchestrator.core.skipclock import INF, REAP, TIMER
 
 log = logging.getLogger("orchestrator.soak.skipjobs")
 RETRY_AFTER = 1.0  # soak seconds: a job (or its schedule) that raised runs again this much later
@@ -33,6 +37,12 @@ class Job:
     fn: Callable[[], None]
     after: Callable[[float], float]  # soak now -> the next soak time the job is due
     next_t: float = 0.0
+    on_expiry: bool = False  # also due whenever the clock wakes the loop for an expired lease
+
+
+def never(_now: float) -> float:
+    """No timer (a job due only `on_expiry`)."""
+    return INF
 
 
 def every(period: float, start: float) -> Callable[[float], float]:
@@ -55,6 +65,7 @@ class SkipJobs(threading.Thread):
         self.stopping = stopping
         self.done = done
         self.slot_ready = threading.Event()
+        self.reaps = any(job.on_expiry for job in jobs)
 
     def start(self) -> None:
         super().start()
@@ -79,9 +90,13 @@ class SkipJobs(threading.Thread):
                         job.next_t = max(after, clock.now() + EPSILON)
                 if self.done():
                     return
-                left = min(job.next_t for job in self.jobs) - clock.now()
+                due = min(job.next_t for job in self.jobs)
+                left = due - clock.now()
                 if left > 0:
-                    clock.wait(self.stopping, left)
+                    clock.wait(self.stopping, left, REAP if self.reaps else TIMER)
+                    if clock.now() < due:  # woken before any timer: a lease expired
+                        for job in self.jobs:
+                            job.next_t = min(job.next_t, clock.now()) if job.on_expiry else job.next_t
 
     def shutdown(self, wait: bool = True) -> None:
         self.stopping.set()

@@ -42,7 +42,7 @@ from orchestrator.soak import arrivals
 from orchestrator.soak.arrivals import Plan
 from orchestrator.soak.pool import Pool, PoolConfig
 from orchestrator.soak.progress import Progress
-from orchestrator.soak.skipjobs import Job, SkipJobs, every
+from orchestrator.soak.skipjobs import Job, SkipJobs, every, never
 from orchestrator.soak.shipper import Shipper, header_line, link_latest, write_header
 
 TTL_WALL_FLOOR = 0.05  # wall seconds: a lease must outlive a WAL checkpoint stall (10-30 ms)
@@ -325,7 +325,8 @@ class Supervisor:
 
     def skip_jobs(self) -> SkipJobs:
         """The same jobs on the skip clock: due at soak times the clock can jump to (the next
-        arrival, the next worker fault), the rest on their soak periods."""
+        arrival, the next worker fault), the reaper when the clock says a lease expired, the rest
+        on their soak periods."""
         start = self.clock.now()
         plan, started = self.plan, self.run_rec.started_soak
 
@@ -341,15 +342,9 @@ class Supervisor:
             due = started + min(times) if times else float("inf")
             return due if due > now else now + 5.0  # no worker mid-task: look again in 5 s, as the interval job
 
-        def next_expiry(now: float) -> float:
-            """At the next lease's expiry; with none in flight, one TTL on (no lease taken later
-            expires sooner)."""
-            end = self._queue().next_lease_end()
-            return now + self.ttl if end is None else max(end, now)
-
         jobs = [
             Job("arrivals", self._guarded(self.job_arrivals), next_arrival),
-            Job("reaper", self._guarded(self.job_reap), next_expiry),
+            Job("reaper", self._guarded(self.job_reap), never, on_expiry=True),
             Job("oncall", self._guarded(self.job_oncall), every(60.0, start)),
             Job("checkpoint", self._guarded(self.job_checkpoint), every(self.profile.checkpoint_every, start)),
             Job("chaos", self._guarded(self.job_chaos), next_fault),
