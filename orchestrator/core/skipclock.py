@@ -220,19 +220,24 @@ class SkipClock:
         if have is not None:
             return have
         pid, start = os.getpid(), _starttime(os.getpid())
-        with self._locked():
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with self._locked():  # the slot and its socket's name change hands together, under the lock
             for i in range(SLOTS):
                 slot = self._slot(i)
                 if slot[2] == FREE or (slot[0] != pid and process_state(slot[0], slot[1]) == "dead"):
-                    self._put(i, [pid, start, BUSY, TIMER, INF, 0.0, threading.get_ident()])
-                    if i >= self._used():
-                        self._bump(7, i + 1)
                     break
             else:
+                sock.close()
                 raise RuntimeError(f"{self.path}: all {SLOTS} participant slots are taken")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(b"\0" + self._name + str(i).encode())
-        self._sockets[i] = sock
+            try:
+                sock.bind(b"\0" + self._name + str(i).encode())
+            except OSError:
+                sock.close()
+                raise
+            self._put(i, [pid, start, BUSY, TIMER, INF, 0.0, threading.get_ident()])
+            if i >= self._used():
+                self._bump(7, i + 1)
+            self._sockets[i] = sock
         self._local.slot = i
         return i
 
@@ -241,9 +246,11 @@ class SkipClock:
         if i is None:
             return
         with self._locked():
+            # The socket goes before the slot is free: the next thread to take the slot binds
+            # its name (a socket still open here made that bind fail and left the slot busy).
+            self._sockets.pop(i).close()
             self._put(i, [0, 0, FREE, TIMER, INF, 0.0, 0])
             self._try_jump()  # the last busy one may leave: what waited can go on
-        self._sockets.pop(i).close()
         self._local.slot = None
 
     @contextmanager
