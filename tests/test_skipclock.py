@@ -325,3 +325,27 @@ def test_an_expired_lease_not_yet_returned_wakes_the_reaper_instead_of_jumping(c
     t0 = clock.now()
     finish(reaper(clock, out))
     assert out and out[0] < t0 + 1.0 and clock.jumps == 0
+
+
+def _jumping_child(path: str, jumps: int) -> None:
+    c = SkipClock(path)
+    c.probe = idle_probe
+    with c.participant():  # alone: every sleep is a jump
+        for _ in range(jumps):
+            c.sleep(1.0)
+
+
+def test_a_reader_without_the_lock_never_sees_a_jump_half_written(clock):
+    """`now()` and the header's fields are read without the lock while another process jumps:
+    no reading may show a rate of 0 or a time before an earlier one (a zero-filled record)."""
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_jumping_child, args=(str(clock.path), 3000), daemon=True)
+    child.start()
+    rates, times = set(), []
+    while child.is_alive():
+        rates.add(clock.rate)
+        times.append(clock.now())
+    finish(child)
+    assert child.exitcode == 0 and clock.jumps == 3000
+    assert rates == {1.0}
+    assert all(b >= a for a, b in zip(times, times[1:]))

@@ -37,6 +37,8 @@ from pathlib import Path
 
 HEADER = struct.Struct("<QdddQQQQd")  # seq, base_soak, base_wall, rate, jumps, kicks, frozen, slots in use, skipped
 SLOT = struct.Struct("<qqqqddq")  # pid, starttime, state, topic, deadline, seen, ident
+HEADER_FLOATS = (1, 2, 3, 8)  # the header's words that hold a double (the rest are integers)
+SLOT_FLOATS = (4, 5)
 SLOTS = 256
 SIZE = HEADER.size + SLOT.size * SLOTS
 FREE, BUSY, WAITING = 0, 1, 2
@@ -106,6 +108,12 @@ class SkipClock:
         self._pid = os.getpid()
         self._fd = os.open(self.path, os.O_RDWR)
         self._map = mmap.mmap(self._fd, SIZE)
+        # Writes go word by word through these views: every field is an aligned 8-byte word, and
+        # a word store is never seen half done. (`struct.pack_into` zero-fills the whole record
+        # before it writes the fields, so a reader without the lock could see a rate or a
+        # deadline of 0.)
+        self._ints = memoryview(self._map).cast("q")
+        self._floats = memoryview(self._map).cast("d")
         st = os.fstat(self._fd)
         self._name = f"orch-clock-{st.st_dev:x}-{st.st_ino:x}-".encode()
         self._sockets: dict[int, socket.socket] = {}
@@ -123,6 +131,8 @@ class SkipClock:
         for sock in self._sockets.values():
             sock.close()
         self._sender.close()
+        self._ints.release()
+        self._floats.release()
         self._map.close()
         os.close(self._fd)
 
@@ -142,19 +152,32 @@ class SkipClock:
     def _slot(self, i: int) -> list:
         return list(SLOT.unpack_from(self._map, HEADER.size + i * SLOT.size))
 
+    def _word(self, index: int, value: float, is_float: bool) -> None:
+        if is_float:
+            self._floats[index] = value
+        else:
+            self._ints[index] = value
+
     def _put(self, i: int, slot: list) -> None:
-        SLOT.pack_into(self._map, HEADER.size + i * SLOT.size, *slot)
+        """Write slot `i` (under the lock), field by field."""
+        base = (HEADER.size + i * SLOT.size) // 8
+        for k, value in enumerate(slot):
+            self._word(base + k, value, k in SLOT_FLOATS)
 
     def _set_base(self, base_soak: float, base_wall: float, skipped: float) -> None:
-        seq, _, _, rate, jumps, kicks, frozen, used, total = self._header()
-        HEADER.pack_into(self._map, 0, seq + 1, base_soak, base_wall, rate, jumps, kicks, frozen, used, total)
-        HEADER.pack_into(self._map, 0, seq + 2, base_soak, base_wall, rate, jumps + 1, kicks, frozen, used,
-                         total + skipped)
+        """A jump (under the lock): the sequence goes odd, the base changes, the sequence goes
+        even; `now()` retries a reading taken while it was odd or that it changed."""
+        seq, _, _, _, jumps, _, _, _, total = self._header()
+        self._ints[0] = seq + 1
+        self._floats[1] = base_soak
+        self._floats[2] = base_wall
+        self._ints[4] = jumps + 1
+        self._floats[8] = total + skipped
+        self._ints[0] = seq + 2
 
     def _bump(self, field: int, value: int | None = None) -> None:
-        head = list(self._header())
-        head[field] = head[field] + 1 if value is None else value
-        HEADER.pack_into(self._map, 0, *head)
+        """Count one more (or set) an integer header field that `now()` does not read."""
+        self._ints[field] = self._ints[field] + 1 if value is None else value
 
     # --- reading the time ------------------------------------------------------------------
     def now(self) -> float:
@@ -175,10 +198,8 @@ class SkipClock:
         sequence lock (SIGKILL). Jumps are written under the lock, so holding it means no writer is
         at work; the new base is complete in the first write, only the sequence is left odd."""
         with self._locked():
-            head = list(self._header())
-            if head[0] & 1:
-                head[0] += 1
-                HEADER.pack_into(self._map, 0, *head)
+            if self._ints[0] & 1:
+                self._ints[0] += 1
 
     def _used(self) -> int:
         return self._header()[7]
