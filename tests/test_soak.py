@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+from collections import Counter
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 from orchestrator.cli.orch import orch
 from orchestrator.core import profiles
 from orchestrator.core.errors import ProfileError
+from orchestrator.faults import schedule
 from orchestrator.judge.reporttext import secs
 from orchestrator.judge.sli import aggregate_file
 from orchestrator.soak import arrivals
@@ -200,6 +202,39 @@ def check_invariants(home: Path, header: dict, events: list[dict]) -> None:
     assert f"**p95 {secs(p95)}**" in summary
 
 
+def check_faults_follow_the_schedule(header: dict, events: list[dict], *, all_worker_faults: bool = False) -> None:
+    """Every injected fault is one of the run's schedule, at or after its soak time; worker
+    faults happen in the schedule's order, none twice (`all_worker_faults`: and none skipped)."""
+    profile = profiles.from_dict(header["profile"])
+    sched = schedule.build(profile, arrivals.plan(profile, header["seed"]))
+    assert header["manifest"]["faults"] == sched.summary()
+    faults = [e for e in events if e["event"] == "fault_injected"]
+    for kind in schedule.WORKER_KINDS:
+        planned = sched.times(kind)
+        injected = [e["t"] for e in faults if e["kind"] == kind]
+        assert 0 < len(injected) <= len(planned), (kind, injected, planned)
+        assert all(t >= round(float(when), 3) for t, when in zip(injected, planned)), (kind, injected, planned)
+        if all_worker_faults:
+            assert len(injected) == len(planned), (kind, injected, planned)
+    arrival_of = {e["task"]: e["arrival"] for e in events if e["event"] == "enqueued"}
+    task_faults = {e.arrival: e for e in sched if e.kind in schedule.FAULT_NAMES.values()}
+    dups = Counter(e.arrival for e in sched if e.kind == schedule.DUPLICATE)
+    concurrent = {e.arrival for e in sched if e.concurrent}
+    for e in faults:
+        if e["kind"] in schedule.WORKER_KINDS:
+            continue
+        arrival = arrival_of[e["task"]]
+        if e["kind"] == schedule.DUPLICATE:  # the supervisor's record of each planned duplicate, once
+            dups[arrival] -= 1
+            assert dups[arrival] >= 0, arrival
+            assert ("agent" in e) == (arrival in concurrent)
+            continue
+        entry = task_faults[arrival]  # a task's fault: the one planned into its arrival, at an attempt
+        assert e["kind"] == (entry.error if entry.kind in ("transient", "persistent") else entry.kind), (e, entry)
+        assert e["t"] >= round(entry.t, 3)
+        assert entry.attempts is None or e["attempt"] in entry.attempts or e["kind"] == "db_lock", (e, entry)
+
+
 CLOCKS = {"constant": ("--speed", "2880"), "skip": ("--clock", "skip")}
 
 
@@ -213,6 +248,7 @@ def test_a_whole_24h_profile_at_high_speed(tmp_path, orch_cmd, clean_env, clock)
     assert "Traceback" not in proc.stderr
     header, events = read_log(home, "accept")
     check_invariants(home, header, events)
+    check_faults_follow_the_schedule(header, events)
     kinds = {e["kind"] for e in events if e["event"] == "fault_injected"}
     assert ALL_FAULT_KINDS <= kinds, ALL_FAULT_KINDS - kinds
     names = {e["event"] for e in events}
@@ -248,7 +284,16 @@ def test_supervisor_kill_9_then_resume_loses_and_doubles_no_arrival(tmp_path, or
         except sqlite3.OperationalError:
             return 0
 
-    wait_for(lambda: enqueued() > 150, timeout=60, what="a third of the arrivals")
+    def worker_crashes() -> int:
+        try:
+            with sqlite3.connect(db_path) as db:
+                return db.execute("SELECT count(*) FROM events WHERE event = 'fault_injected' "
+                                  "AND json_extract(data, '$.kind') = 'worker_crash'").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+    # after the first worker crash (soak 1 h): a resumed supervisor must not cause it again
+    wait_for(lambda: enqueued() > 150 and worker_crashes() > 0, timeout=60, what="a third of the arrivals")
     sup.send_signal(signal.SIGKILL)
     sup.wait(timeout=10)
     status = CliRunner().invoke(orch, ["soak", "status", "--home", str(home), "--json"])
@@ -260,6 +305,7 @@ def test_supervisor_kill_9_then_resume_loses_and_doubles_no_arrival(tmp_path, or
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr
     header, events = read_log(home, "accept")
     check_invariants(home, header, events)
+    check_faults_follow_the_schedule(header, events, all_worker_faults=True)  # none repeated, none skipped
     resumed = [e for e in events if e["event"] == "run_resumed"]
     assert len(resumed) == 1 and resumed[0]["gap"] > 0
     # duplicates are only the planned ones (from the plan, possibly twice when concurrent)

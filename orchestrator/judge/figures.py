@@ -49,7 +49,12 @@ VERDICTS = ("PASS", "FAIL", "INCOMPLETE", "ABORTED", "STOPPED")
 
 
 def planned_worker_faults(st: Settings) -> dict[str, int]:
-    """Worker crashes and stalls the profile plans over the run (kind -> count)."""
+    """Worker crashes and stalls the run planned (kind -> count): the manifest's, counted from
+    the run's fault schedule. A log written before the manifest carried them: estimated from the
+    profile, as the summary did then."""
+    planned = (st.header.get("manifest") or {}).get("faults") or {}
+    if any(kind in planned for kind in WORKER_FAULTS):
+        return {kind: int(planned[kind]) for kind in WORKER_FAULTS if kind in planned}
     faults = st.profile.get("faults") or {}
     out = {}
     for kind, key in WORKER_FAULTS.items():

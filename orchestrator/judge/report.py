@@ -279,8 +279,9 @@ def _faults(f: dict[str, Any]) -> list[str]:
         injected = num(r["injected"]) + (f" ({r['not_injected']})" if r.get("not_injected") else "")
         rows.append((r["kind"], num(r["planned"]), injected, f"{r['observed']:,} {r['observed_what']}", recovery))
     out = ["## Faults: planned vs injected vs observed", "",
-           "Planned comes from the run's manifest (tasks planned to meet the fault; worker faults: the profile's "
-           "interval over the duration), injected from `fault_injected` events, observed from the errors and "
+           "Planned comes from the run's manifest, its fault schedule counted (tasks planned to meet the fault; "
+           "worker faults: one per period of the profile's interval, from half a period in), injected from "
+           "`fault_injected` events, observed from the errors and "
            "events the faults caused. Recovery: the final state of the tasks the fault touched.", ""]
     return out + table(["fault", "planned", "injected", "observed", "recovery"], rows) + [""]
 

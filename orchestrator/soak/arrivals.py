@@ -1,9 +1,11 @@
 """The seeded arrival schedule: a non-homogeneous Poisson process with burst windows.
 
 Computed up front from (profile, seed) with numpy, so the same profile and seed give the same
-schedule byte for byte. Each arrival carries its planned work time and planned faults; the
-idempotency key is derived from the run id and the arrival number when it is enqueued, so
-re-enqueueing an arrival (after a resume) is harmless.
+schedule byte for byte. Every random choice of the run is drawn here: each arrival's planned
+work time and planned fault, and the duplicate enqueues; `faults.schedule` puts them, with the
+worker faults, into the run's one fault schedule. The idempotency key is derived from the run id
+and the arrival number when it is enqueued, so re-enqueueing an arrival (after a resume) is
+harmless.
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ from typing import Any
 import numpy as np
 
 from orchestrator.core.profiles import Profile
+from orchestrator.faults import schedule
+from orchestrator.faults.schedule import DB_LOCK, GUARDRAIL, NONE, PERSISTENT, TRANSIENT
 
-# Fault codes per arrival (one planned fault at most; duplicates are independent of it).
-NONE, TRANSIENT, PERSISTENT, DB_LOCK, GUARDRAIL = range(5)
-FAULT_NAMES = {TRANSIENT: "transient", PERSISTENT: "persistent", DB_LOCK: "db_lock", GUARDRAIL: "guardrail"}
-GUARDRAIL_BUDGET = 1.0
-GUARDRAIL_SPEND = 2.0
+__all__ = ["DB_LOCK", "GUARDRAIL", "NONE", "PERSISTENT", "TRANSIENT", "Plan", "arrival_key", "burst_windows",
+           "manifest", "payload", "plan"]
 
 
 @dataclass(frozen=True)
@@ -122,20 +123,12 @@ def plan(profile: Profile, seed: int) -> Plan:
 
 
 def payload(profile: Profile, p: Plan, i: int) -> dict[str, Any]:
-    """The task payload of arrival `i`: what the synthetic handler obeys."""
+    """The task payload of arrival `i`: its work time and what the synthetic handler obeys (its
+    entry in the fault schedule)."""
     body: dict[str, Any] = {"arrival": int(i), "work": float(p.work[i])}
-    code = int(p.fault[i])
-    if code == TRANSIENT:
-        kind = profile.faults.transient_kinds[int(p.kind[i])]
-        body["faults"] = {"1": kind, "2": kind} if p.repeat[i] else {"1": kind}
-    elif code == PERSISTENT:
-        body["always"] = profile.faults.transient_kinds[int(p.kind[i])]
-    elif code == DB_LOCK:
-        body["faults"] = {"1": "db_lock"}
-        body["lock_hold"] = profile.faults.lock_hold
-    elif code == GUARDRAIL:
-        body["budget"] = GUARDRAIL_BUDGET
-        body["spend"] = GUARDRAIL_SPEND
+    fault = schedule.task_fault(profile, p, i)
+    if fault is not None:
+        body.update(fault.instructions())
     return body
 
 
@@ -144,20 +137,14 @@ def arrival_key(run_id: str, i: int) -> str:
 
 
 def manifest(profile: Profile, p: Plan, seed: int) -> dict[str, Any]:
-    counts = {name: int(np.count_nonzero(p.fault == code)) for code, name in FAULT_NAMES.items()}
-    transient_kinds = {}
-    mask = (p.fault == TRANSIENT) | (p.fault == PERSISTENT)
-    for idx, name in enumerate(profile.faults.transient_kinds):
-        transient_kinds[name] = int(np.count_nonzero(mask & (p.kind == idx)))
+    """The plan as `run_started` carries it: arrivals, the planned faults (from the fault
+    schedule), burst windows and the digest."""
     duration = profile.duration
     return {
         "seed": seed,
         "arrivals": len(p),
         "mean_rate_per_min": round(len(p) / duration * 60, 4) if duration else 0.0,
-        "faults": {**counts, "transient_repeat": int(np.count_nonzero(p.repeat)),
-                   "duplicate_enqueue": len(p.dup_of),
-                   "duplicate_enqueue_concurrent": int(np.count_nonzero(p.dup_concurrent)),
-                   "transient_kinds": transient_kinds},
+        "faults": schedule.build(profile, p).summary(),
         "bursts": [[round(a, 3), round(b, 3)] for a, b in p.bursts],
         "digest": p.digest(),
     }

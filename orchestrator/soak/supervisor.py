@@ -30,7 +30,9 @@ from orchestrator.core.home import Home
 from orchestrator.core.model import QueueConfig
 from orchestrator.core.profiles import Profile
 from orchestrator.core.skipclock import SkipClock
+from orchestrator.faults import schedule
 from orchestrator.faults.client import ask, kill
+from orchestrator.faults.schedule import LOOK_AGAIN, Entry, WorkerFaults
 from orchestrator.judge.aborts import RULE_NAMES
 from orchestrator.judge.report import write_incident, write_summary
 from orchestrator.judge.sli import Aggregator, LogTail, log_abort
@@ -106,9 +108,10 @@ class Supervisor:
         self.agg_lock = threading.Lock()
         self.tail = LogTail(Path(run.log_path))
         self.agg: Aggregator | None = None
-        self.faults = profile.faults
-        self.next_crash = self.faults.worker_crash_every / 2
-        self.next_stall = self.faults.worker_stall_every / 2
+        # every planned fault, in one schedule; the worker faults go on after those the run's
+        # events say happened (a resumed run neither repeats nor skips one)
+        self.schedule = schedule.build(profile, plan, self.ttl)
+        self.worker_faults = WorkerFaults(self.schedule, self.queue.faults_since(run.first_seq))
 
     # --- plumbing -----------------------------------------------------------------------
     def _queue(self) -> Queue:
@@ -152,13 +155,13 @@ class Supervisor:
     # --- jobs ---------------------------------------------------------------------------
     def job_arrivals(self) -> None:
         now_t = self.now_t()
-        plan, run_id = self.plan, self.run_rec.id
+        plan, run_id, planned = self.plan, self.run_rec.id, self.schedule.duplicates
         end = int(plan.times.searchsorted(now_t, side="right"))
-        dup_end = int(plan.dup_times.searchsorted(now_t, side="right"))
+        dup_end = int(planned.t.searchsorted(now_t, side="right"))
         # A duplicate waits until its arrival was enqueued by an earlier tick: in the same tick the
         # agent's concurrent copy could win the race and the arrival itself be logged the duplicate.
         ready = self.dup_cursor
-        while ready < dup_end and int(plan.dup_of[ready]) < self.cursor:
+        while ready < dup_end and int(planned.arrival[ready]) < self.cursor:
             ready += 1
         dup_end = ready
         if end == self.cursor and dup_end == self.dup_cursor:
@@ -166,9 +169,9 @@ class Supervisor:
         # every copy of an arrival carries its planned time: latency runs from it (docs/jsonl.md)
         items = [(arrivals.arrival_key(run_id, i), arrivals.payload(self.profile, plan, i),
                   {"arrival": i, "planned_t": plan.planned_t(i)}) for i in range(self.cursor, end)]
-        dups = [int(plan.dup_of[m]) for m in range(self.dup_cursor, dup_end)]
+        dups = [int(planned.arrival[m]) for m in range(self.dup_cursor, dup_end)]
         dups = [i for i in dups if i < end]
-        concurrent = [int(plan.dup_of[m]) for m in range(self.dup_cursor, dup_end) if plan.dup_concurrent[m]]
+        concurrent = [int(planned.arrival[m]) for m in range(self.dup_cursor, dup_end) if planned.concurrent[m]]
         items += [(arrivals.arrival_key(run_id, i), arrivals.payload(self.profile, plan, i),
                    {"arrival": i, "planned_t": plan.planned_t(i), "duplicate": True}) for i in dups]
         answers: dict[int, str | None] = {}  # what the agent answered to each concurrent copy
@@ -222,14 +225,17 @@ class Supervisor:
         })
 
     def job_chaos(self) -> None:
-        now_t = self.now_t()
-        if self.faults.worker_crash_every and now_t >= self.next_crash and self._hit("worker_crash", signal.SIGKILL):
-            self.next_crash += self.faults.worker_crash_every
-        if self.faults.worker_stall_every and now_t >= self.next_stall and self._hit("worker_stall", signal.SIGSTOP):
-            self.next_stall += self.faults.worker_stall_every
+        """Cause the worker faults of the schedule that are due; one that finds no busy worker
+        stays due and is tried at the next look (LOOK_AGAIN soak seconds on)."""
+        for entry in self.worker_faults.due(self.now_t()):
+            if self._hit(entry):
+                self.worker_faults.happened(entry)
 
-    def _hit(self, kind: str, sig: signal.Signals) -> bool:
-        """Signal a worker that holds a lease right now (mid-task); False when none does."""
+    def _hit(self, entry: Entry) -> bool:
+        """Signal a worker that holds a lease right now (mid-task): SIGKILL for a crash, SIGSTOP
+        for a stall; False when none does."""
+        kind = entry.kind
+        sig = signal.SIGSTOP if kind == schedule.WORKER_STALL else signal.SIGKILL
         queue = self._queue()
         for row in queue.busiest_workers():
             proc = self.pool.by_name(row["worker"])
@@ -241,7 +247,7 @@ class Supervisor:
             if sig == signal.SIGSTOP:
                 # SIGCONT from a timer, not from a job: the stopped worker may hold the write lock
                 # that every job is waiting for.
-                self._wake_later(proc, self.faults.stall_factor * self.ttl)
+                self._wake_later(proc, entry.stall)
             return True
         return False
 
@@ -332,15 +338,14 @@ class Supervisor:
 
         def next_arrival(now: float) -> float:
             times = [float(plan.times[self.cursor])] if self.cursor < len(plan) else []
-            if self.dup_cursor < len(plan.dup_times):
-                times.append(float(plan.dup_times[self.dup_cursor]))
+            if self.dup_cursor < len(self.schedule.duplicates.t):
+                times.append(float(self.schedule.duplicates.t[self.dup_cursor]))
             return started + min(times) if times else float("inf")
 
         def next_fault(now: float) -> float:
-            times = [t for every_, t in ((self.faults.worker_crash_every, self.next_crash),
-                                         (self.faults.worker_stall_every, self.next_stall)) if every_]
-            due = started + min(times) if times else float("inf")
-            return due if due > now else now + 5.0  # no worker mid-task: look again in 5 s, as the interval job
+            """The schedule's next worker fault (a due one that found no busy worker: a look
+            LOOK_AGAIN on, as the interval job's)."""
+            return started + self.worker_faults.next_after(now - started)
 
         jobs = [
             Job("arrivals", self._guarded(self.job_arrivals), next_arrival),
@@ -376,7 +381,7 @@ class Supervisor:
         sched.add_job(self._guarded(self.job_oncall), "interval", seconds=every(60.0, 0.01), id="oncall")
         sched.add_job(self._guarded(self.job_checkpoint), "interval", seconds=every(self.profile.checkpoint_every, 0.05),
                       id="checkpoint")
-        sched.add_job(self._guarded(self.job_chaos), "interval", seconds=every(5.0, 0.02), id="chaos")
+        sched.add_job(self._guarded(self.job_chaos), "interval", seconds=every(LOOK_AGAIN, 0.02), id="chaos")
         sched.add_job(self._guarded(self.job_watch), "interval", seconds=0.05, id="watch")
         sched.add_job(self._guarded(self.job_evaluate), "interval", seconds=every(60.0, 0.02), id="evaluate", executor="eval")
         return sched
