@@ -59,6 +59,8 @@ class SqliteStore:
         self.config = config
         self.write: Writer | None = None
         self.writing = False  # inside a write transaction: the `Writer` sets it, and wraps errors itself
+        self._dump_key: tuple | None = None  # the schema `_dump_plan` was worked out for
+        self._dump_plan: list[tuple[str, str]] = []
         self.conn = connect(self.path, config, create=create)
 
     def use_clock(self, clock: Clock) -> Writer:
@@ -252,20 +254,28 @@ class SqliteStore:
     def dump(self) -> dict[str, list[dict]]:
         """Every row of every table in key order, and the schema (`schema`): equal dumps, nothing
         written."""
-        import sqlite_utils  # here: `orch worker` starts without it
-
-        from orchestrator.queue.sqlite.inspect import key_order
-
-        db = sqlite_utils.Database(self.conn)
         with self.snapshot():
             out = {"schema": self._all("schema_rows")}
-            for name in [r["name"] for r in self._all("table_names")]:
+            for name, select in self._dump_selects(out["schema"]):
                 try:
-                    rows = self.conn.execute(f"SELECT * FROM [{name}] ORDER BY {key_order(db, name)}")
-                    out[name] = [dict(r) for r in rows]
+                    out[name] = [dict(r) for r in self.conn.execute(select)]
                 except sqlite3.Error as exc:
                     raise wrapped(exc) from None
         return out
+
+    def _dump_selects(self, schema: list[dict]) -> list[tuple[str, str]]:
+        """(table, SELECT of its rows in key order) per table, worked out once per schema."""
+        key = tuple((r["name"], r["sql"]) for r in schema)
+        if self._dump_key != key:
+            import sqlite_utils  # here: `orch worker` starts without it
+
+            from orchestrator.queue.sqlite.inspect import key_order
+
+            db = sqlite_utils.Database(self.conn)
+            self._dump_plan = [(name, f"SELECT * FROM [{name}] ORDER BY {key_order(db, name)}")
+                               for name in [r["name"] for r in self._all("table_names")]]
+            self._dump_key = key
+        return self._dump_plan
 
     # --- writes (inside `write`) ----------------------------------------------------------
     def insert_event(self, t: float, wall: float, event: str, task: int | None, key: str | None,
