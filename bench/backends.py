@@ -10,7 +10,7 @@
   transaction (`BEGIN IMMEDIATE; UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING; COMMIT`),
   a completion another (`UPDATE ... SET state = 'DONE'`). `bare1` takes and finishes a row in one
   transaction (no lease at all): the bare analogue of huey's dequeue.
-- `replay`: the queue's own lease+complete statements from orchestrator/queue/queue.sql on the queue's
+- `replay`: the queue's own lease+complete statements from orchestrator/queue/sqlite/queries.sql on the queue's
   schema, without the queue's Python layer (evidence: what the SQL alone costs).
 - `huey`: huey's SqliteStorage, raw serialized task messages through `storage.enqueue` and
   `storage.dequeue` (one transaction that selects and deletes the row: no lease, no timeout, no fencing).
@@ -34,8 +34,8 @@ from pathlib import Path
 from orchestrator.core.clock import WALL
 from orchestrator.core.heap import keep_freed_memory
 from orchestrator.core.model import QueueConfig
-from orchestrator.queue.sqlfile import q
-from orchestrator.queue.store import PAGE_SIZE
+from orchestrator.queue.sqlite.sqlfile import q
+from orchestrator.queue.sqlite.store import PAGE_SIZE
 from orchestrator.queue.writes import Queue
 
 BUSY_TIMEOUT = 5.0  # seconds: QueueConfig.busy_timeout through the wall clock
@@ -151,7 +151,7 @@ def fill_history(path: Path, done: int, pending: int) -> None:
     """A queue with a long history: `done` tasks leased and completed (DONE, an effect row, a
     `leased` and a `completed` event each), then `pending` due tasks. Enqueued through the API;
     the history is written in transactions of FILL_CHUNK tasks with the statements Queue.complete
-    runs (queue.sql) after a direct lease of each id: fast, not timed, and the same rows."""
+    runs (queries.sql) after a direct lease of each id: fast, not timed, and the same rows."""
     fill("queue", path, done + pending, prefix="hist")
     conn = sqlite3.connect(path, isolation_level=None)
     conn.row_factory = sqlite3.Row
@@ -229,7 +229,7 @@ class Drain:
         self.queue = self.storage = None
         if self.kind in ("queue", "queue_cl", "queue_b", "replay"):
             self.queue = open_queue(path, sync)
-            self.conn = self.queue.conn
+            self.conn = self.queue.store.conn
         elif self.kind in ("bare", "bare1"):
             self.conn = open_bare(path, sync)
         elif self.kind == "huey":
@@ -269,7 +269,7 @@ class Drain:
         return {"n": done, "lock_retries": queue.write.lock_retries}
 
     def _run_replay(self) -> dict:
-        """The statements `Queue.lease` and `Queue.complete` run for one task (orchestrator/queue/queue.sql,
+        """The statements `Queue.lease` and `Queue.complete` run for one task (orchestrator/queue/sqlite/queries.sql,
         same schema, same pragmas), with no Python layer around them: no tenacity, no writer lock,
         no dataclasses, one fixed event row. What the SQL alone costs. Mirrors queue.py's
         `_lease`/`_complete` as of this commit: keep it in step when they change."""

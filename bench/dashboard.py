@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from orchestrator.core.home import Home  # noqa: E402
-from orchestrator.queue.sqlfile import q  # noqa: E402
+from orchestrator.queue.sqlite.sqlfile import q  # noqa: E402
 from orchestrator.queue.writes import Queue  # noqa: E402
 from orchestrator.web.server import ServeConfig, make_server  # noqa: E402
 
@@ -47,7 +47,7 @@ ERRORS = ("timeout", "network", "rate_limit", "param_error", "unknown", "lease_t
 def build(home: Home, n: int) -> None:
     home.ensure()
     with Queue(home.db) as queue:
-        conn = queue.conn
+        conn = queue.store.conn
         rng = random.Random(7)
         t0 = 1_000_000.0
         conn.execute("BEGIN")

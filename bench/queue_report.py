@@ -85,7 +85,7 @@ def render(rates: dict[tuple, list[float]], facts: dict, meta: dict) -> str:
       "constructor option). huey has no batched enqueue and no batched dequeue.")
     w("- All three: WAL, the same synchronous setting (read back from each connection and checked), the same "
       "Python `sqlite3` module, default page cache and automatic checkpoints. The queue and bare databases have "
-      "the queue's page size (`orchestrator.queue.store.PAGE_SIZE`, 1 KiB); huey's has SQLite's default (4 KiB). "
+      "the queue's page size (`orchestrator.queue.sqlite.store.PAGE_SIZE`, 1 KiB); huey's has SQLite's default (4 KiB). "
       "Every worker process starts as `orch worker` does, with glibc's trim threshold raised (`orchestrator/core/heap.py`). "
       "Queue payloads are ~100 bytes of JSON. "
       "Worker processes are separate OS processes (`python -m bench.backends`), each opening its own connection, "
@@ -264,7 +264,7 @@ def evidence(w, f: Figures, facts: dict, plan, syncs, procs_list, lb: int) -> No
     w("## Where the time goes (one process, NORMAL, one task per lease)")
     w("")
     w(f"- In the bench process, no profiler, {plan.drain['NORMAL']:,} tasks: queue {fmt_rate(queue)}/s; the "
-      f"queue's own lease+complete statements from `queue.sql` replayed on its schema with no Python layer "
+      f"queue's own lease+complete statements from `queries.sql` replayed on its schema with no Python layer "
       f"(no tenacity, no writer lock, no dataclasses) {fmt_rate(replay)}/s; bare {fmt_rate(bare)}/s. "
       f"Queue/replay {fmt_ratio(f.ratio(('inproc', 'queue'), ('inproc', 'replay')))}, "
       f"replay/bare {fmt_ratio(f.ratio(('inproc', 'replay'), ('inproc', 'bare')))}, "

@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.queue.sqlfile import q  # noqa: E402
+from orchestrator.queue.sqlite.sqlfile import q  # noqa: E402
 from orchestrator.queue.writes import Queue  # noqa: E402
 
 TRANSIENT = ("timeout", "network", "rate_limit", "server_error")
@@ -79,7 +79,7 @@ def build(db: Path, n: int) -> dict[str, int]:
     t0 = 1_000_000.0
     kinds: dict[str, int] = {}
     with Queue(db) as queue:
-        conn = queue.conn
+        conn = queue.store.conn
         conn.execute("BEGIN")
         tasks, events, updates = [], [], []
         for i in range(1, n + 1):

@@ -22,7 +22,7 @@ import sqlite_utils
 
 from orchestrator.core.clock import HandClock
 from orchestrator.core.model import QueueConfig, RetryPolicy
-from orchestrator.queue.inspect import key_order
+from orchestrator.queue.sqlite.inspect import key_order
 from orchestrator.queue.writes import Queue
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,10 +122,61 @@ def db_path(home: Path) -> Path:
     return home / "db" / "queue.db"
 
 
+# The storage backends the contract tests run on (orchestrator/queue/backend.py): each test that
+# takes `backend` or `location` runs once per name.
+BACKENDS = ("sqlite",)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def location(backend: str, db_path: Path) -> Path:
+    """Where a contract test's queue database lives on `backend` (SQLite: a file in the home)."""
+    return {"sqlite": db_path}[backend]
+
+
 @pytest.fixture
 def queue(db_path: Path, clock: HandClock):
     with Queue(db_path, clock, TEST_CONFIG) as q:
         yield q
+
+
+@pytest.fixture
+def filled(queue, clock):
+    """300 tasks a second apart: 10 failed (param_error), 10 done, 10 in flight, the rest pending."""
+    for i in range(300):
+        queue.enqueue(f"k{i}", {"i": i})
+        clock.advance(1.0)
+    leases = queue.lease("w1", limit=30)
+    for lease in leases[:10]:
+        queue.fail(lease.task, lease.epoch, "w1", "param_error")
+    for lease in leases[10:20]:
+        queue.complete(lease.task, lease.epoch, "w1")
+    return queue
+
+
+@pytest.fixture
+def histories(queue, clock):
+    """Five tasks and the errors of their attempts (TEST_POLICY: backoff 10 s, 20 s; 3 attempts):
+    ORCH-1 timeout then DONE (no error left); ORCH-2 timeout, network, network: FAILED network;
+    ORCH-3 timeout three times: FAILED timeout; ORCH-4 a lease that expired, then DONE; ORCH-5 DONE."""
+    plans = {1: ["timeout", None], 2: ["timeout", "network", "network"], 3: ["timeout"] * 3,
+             4: ["expire", None], 5: [None]}
+    for i in plans:
+        queue.enqueue(f"h{i}", {"i": i})
+    for attempt in range(3):
+        for lease in queue.lease("w1", limit=10):
+            outcome = plans[lease.task][attempt]
+            if outcome is None:
+                queue.complete(lease.task, lease.epoch, "w1")
+            elif outcome != "expire":
+                queue.fail(lease.task, lease.epoch, "w1", outcome)
+        clock.advance(31.0)  # past every backoff and the 30 s lease TTL
+        queue.reap()
+    return queue
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The README's promise for every command of `orch` and `ops`, checked on the command tree itself
-(so a new command is checked too): it takes `--home DIR`, and bad usage prints one line
-`Error: ...` with exit code 2 and writes nothing."""
+(so a new command is checked too): it takes `--home DIR`, every one that opens the queue takes
+`--db URL` too, and bad usage (a bad `--db` or `$ORCH_DB` included) prints one line `Error: ...`
+with exit code 2 and writes nothing."""
 
 from __future__ import annotations
 
@@ -28,6 +29,33 @@ LEAVES = [(root, path) for root, path, cmd in EVERY if not isinstance(cmd, click
 GROUPS = [(root, path) for root, path, cmd in EVERY if isinstance(cmd, click.Group)]
 
 
+# The commands that never open the queue (they read the profiles, the drills' catalogue, a JSONL
+# log, or run drills in a home of their own): they take no --db. Every other command does.
+NO_QUEUE = {"orch drill list", "orch drill run", "orch drill all", "orch soak profiles", "orch soak profile show",
+            "orch soak report"}
+BAD_URLS = {
+    "postgresql://orch@db.internal/queue": "Error: --db: the PostgreSQL backend is not built yet; use sqlite:///PATH",
+    "mysql://orch@db/queue": "Error: --db: unknown database scheme 'mysql' (supported: sqlite:///PATH)",
+    "queue.db": "Error: --db must be a database URL (sqlite:///PATH), got 'queue.db'",
+    "sqlite://queue.db": "Error: --db: a SQLite URL is sqlite:///PATH (three slashes, then a file's path), "
+                         "got 'sqlite://queue.db'",
+}
+
+
+def leaf(root: click.Group, path: tuple[str, ...]) -> click.Command:
+    cmd = root
+    for name in path:
+        cmd = cmd.get_command(None, name)
+    return cmd
+
+
+def options(cmd: click.Command) -> set[str]:
+    return {opt for p in cmd.params for opt in getattr(p, "opts", [])}
+
+
+QUEUE_LEAVES = [(root, path) for root, path in LEAVES if " ".join((root.name, *path)) not in NO_QUEUE]
+
+
 def ids(case) -> str:
     return " ".join((case[0].name, *case[1]))
 
@@ -41,11 +69,7 @@ def test_the_tree_holds_the_commands_the_readme_names():
 @pytest.mark.parametrize("case", LEAVES, ids=ids)
 def test_every_command_takes_home(case):
     root, path = case
-    cmd = root
-    for name in path:
-        cmd = cmd.get_command(None, name)
-    opts = {opt for p in cmd.params for opt in getattr(p, "opts", [])}
-    assert "--home" in opts, f"{ids(case)} does not take --home"
+    assert "--home" in options(leaf(*case)), f"{ids(case)} does not take --home"
 
 
 @pytest.mark.parametrize("case", LEAVES, ids=ids)
@@ -76,3 +100,47 @@ def test_a_missing_required_option_and_a_bad_value_are_one_line_each(tmp_path):
     bad = CliRunner().invoke(orch, ["soak", "start", "--profile", "24h", "--speed", "-1", "--home", str(tmp_path)])
     assert bad.exit_code == 2 and len(bad.output.splitlines()) == 1
     assert bad.output.startswith("Error: Invalid value for '--speed'")
+
+
+@pytest.mark.parametrize("case", LEAVES, ids=ids)
+def test_a_command_takes_db_exactly_when_it_opens_the_queue(case):
+    root, path = case
+    takes = "--db" in options(leaf(root, path))
+    assert takes == (" ".join((root.name, *path)) not in NO_QUEUE), f"{ids(case)}: --db {'not ' if not takes else ''}taken"
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+@pytest.mark.parametrize("case", QUEUE_LEAVES, ids=ids)
+def test_a_bad_db_url_is_one_error_line_with_exit_2_and_no_write(case, url, tmp_path, clean_env):
+    root, path = case
+    home = tmp_path / "home"
+    result = CliRunner(env=clean_env()).invoke(root, [*path, "--home", str(home), "--db", url])
+    assert (result.exit_code, result.output.splitlines()) == (2, [BAD_URLS[url]])
+    assert not home.exists() and not (tmp_path / "queue.db").exists()
+
+
+@pytest.mark.parametrize("case", QUEUE_LEAVES, ids=ids)
+def test_a_bad_orch_db_is_one_error_line_with_exit_2_and_no_write(case, tmp_path, clean_env):
+    root, path = case
+    home = tmp_path / "home"
+    result = CliRunner().invoke(root, [*path, "--home", str(home)], env=clean_env(ORCH_DB="postgresql://h/q"))
+    assert (result.exit_code, result.output.splitlines()) == (
+        2, ["Error: $ORCH_DB: the PostgreSQL backend is not built yet; use sqlite:///PATH"])
+    assert not home.exists()
+
+
+def test_db_chooses_the_database_and_wins_over_orch_db(tmp_path, clean_env, monkeypatch):
+    from orchestrator.cli.ops import ops as ops_root
+
+    monkeypatch.chdir(tmp_path)  # sqlite:///RELATIVE is relative to the working directory
+    home = tmp_path / "home"
+    runner = CliRunner(env=clean_env())
+    made = runner.invoke(orch, ["enqueue", "--key", "k", "--home", str(home), "--db", "sqlite:///elsewhere/q.db"])
+    assert made.exit_code == 0, made.output
+    assert (tmp_path / "elsewhere" / "q.db").exists() and not (home / "db" / "queue.db").exists()
+    absolute = f"sqlite:///{tmp_path / 'elsewhere' / 'q.db'}"  # sqlite:////... : four slashes
+    env = clean_env(ORCH_DB=absolute)
+    seen = runner.invoke(ops_root, ["status", "--home", str(home), "--json"], env=env)
+    assert seen.exit_code == 0 and '"total": 1' in seen.output, seen.output
+    other = runner.invoke(ops_root, ["status", "--home", str(home), "--db", "sqlite:///other.db"], env=env)
+    assert other.exit_code == 0 and other.output.startswith("No queue yet at other.db"), other.output

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,7 @@ def _copy_with(tmp_path: Path, module: str, extra: str) -> Path:
 
 
 @pytest.mark.parametrize(("module", "extra", "broken"), [
-    ("queue/store.py", "from orchestrator.cli import orch  # noqa", "imports run one way"),
+    ("queue/sqlite/store.py", "from orchestrator.cli import orch  # noqa", "imports run one way"),
     ("judge/rules.py", "from orchestrator.queue.writes import Queue  # noqa", "the judge reads only the JSONL"),
     ("handlers/synthetic.py", "from orchestrator.faults import client  # noqa", "a handler sees only the core"),
     ("soak/pool.py", "from orchestrator.cli.orch import orch  # noqa", "imports run one way"),
@@ -125,4 +126,49 @@ def test_the_private_name_check_finds_a_reach(tmp_path):
     assert private_reaches(parent / "orchestrator") == [
         "orchestrator.web.pages: imports _main_module from orchestrator.soak.pool",
         "orchestrator.web.pages: reads figures._rate of orchestrator.judge.figures",
+    ]
+
+
+# The storage seam (orchestrator/queue/backend.py): only the backend packages talk to a database
+# driver. The synthetic downstream's ledger is a handler's own SQLite file, not the queue.
+BACKENDS = ("orchestrator/queue/sqlite/",)
+OWN_STORES = {"orchestrator/handlers/ledger.py"}
+DRIVERS = {"sqlite3", "sqlite_utils", "psycopg", "psycopg_pool"}
+SQL_CALLS = {"execute", "executemany", "executescript", "iterdump"}
+SQL_TEXT = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|PRAGMA|BEGIN|COMMIT|ROLLBACK|EXPLAIN)\s")
+
+
+def sql_reaches(package: Path) -> list[str]:
+    """Places outside the backends that import a database driver, call a DB-API statement method
+    or hold SQL text."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package.parent).as_posix()
+        if rel.startswith(BACKENDS) or rel in OWN_STORES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                found += [f"{rel}: imports {a.name}" for a in node.names if a.name.split(".")[0] in DRIVERS]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in DRIVERS:
+                found.append(f"{rel}: imports from {node.module}")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SQL_CALLS:
+                found.append(f"{rel}:{node.lineno}: calls .{node.func.attr}()")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_TEXT.match(node.value):
+                found.append(f"{rel}:{node.lineno}: SQL text {node.value.split()[0]}")
+    return found
+
+
+def test_only_the_backends_import_a_driver_or_execute_sql():
+    assert sql_reaches(PACKAGE) == []
+
+
+def test_the_sql_check_finds_a_reach(tmp_path):
+    parent = _copy_with(tmp_path, "web/diagnose.py",
+                        "import sqlite3\n"
+                        "def leak(queue):\n    return queue.store.conn.execute('SELECT 1')")
+    line = len((PACKAGE / "web" / "diagnose.py").read_text().splitlines()) + 4  # the appended `return`
+    assert sql_reaches(parent / "orchestrator") == [
+        "orchestrator/web/diagnose.py: imports sqlite3",
+        f"orchestrator/web/diagnose.py:{line}: calls .execute()",
+        f"orchestrator/web/diagnose.py:{line}: SQL text SELECT",
     ]

@@ -101,7 +101,7 @@ def prober(db: Path):
 
     def probe() -> bool:
         try:
-            queue.write.try_once(lambda conn: conn.execute("SELECT 1").fetchone())
+            queue.write.try_once(lambda tx: tx.last_seq())
             return True
         except DbLockError:
             return False

@@ -214,7 +214,7 @@ def test_ten_processes_enqueue_one_key_at_once(database, tmp_path, dump):
     assert sorted(o[2] for o in outcomes) == [False] * 9 + [True]
 
     with Queue(db) as queue:
-        assert queue.conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 1
+        assert queue.status()["total"] == 1
         names = [r["event"] for r in queue.events_after(0)]
         assert names == ["enqueued"] + ["duplicate_enqueue"] * 9
         before = dump(db)

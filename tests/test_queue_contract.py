@@ -1,22 +1,21 @@
 """The queue contract: enqueue, lease, heartbeat, complete, fail, block, release, reap, reads.
 
-Written against the public `Queue` API only (plus direct reads of the tables), so that another
-backend can be held to the same contract.
+Written against the public `Queue` API and the storage interface (orchestrator/queue/backend.py)
+only: no SQL, no driver. Every test runs once per backend (the `backend` fixture of conftest.py);
+what only SQLite has (its schema, pragmas, query plans) is tested in tests/test_queue_sqlite.py.
 """
 
 from __future__ import annotations
 
 import platform
-import sqlite3
 
 import orjson
 import pytest
 
-from orchestrator.core.errors import KeyConflict, StoreError, UnknownTask, UsageError
+from orchestrator.core.errors import KeyConflict, UnknownTask, UsageError
 from orchestrator.core.heap import keep_freed_memory
 from orchestrator.core.model import QueueConfig
-from orchestrator.queue.sqlfile import q
-from orchestrator.queue.store import PAGE_SIZE
+from orchestrator.queue.backend import Backend, Tx
 from orchestrator.queue.tasks import event_dict, parse_task_id, task_name
 from orchestrator.queue.writes import Queue
 
@@ -27,54 +26,53 @@ def events(queue: Queue) -> list[dict]:
     return [event_dict(r) for r in queue.events_after(0)]
 
 
-def row(queue: Queue, task: int) -> sqlite3.Row:
-    return queue.conn.execute("SELECT * FROM tasks WHERE id = ?", (task,)).fetchone()
+def effects(queue: Queue) -> list[dict]:
+    return sorted(queue.store.dump()["effects"], key=lambda e: e["key"])
 
 
-def effects(queue: Queue) -> list[sqlite3.Row]:
-    return queue.conn.execute("SELECT * FROM effects ORDER BY key").fetchall()
+def put_effect(queue: Queue, key: str, task: int) -> None:
+    """An effect for `key` that no completion wrote (what a drill forces: the second line of defence)."""
+    assert queue.write(lambda tx: tx.insert_effect(key, task, 0, "old", 0.0, None)) is True
 
 
-# --- schema ---------------------------------------------------------------------------------
-
-def test_new_database_has_the_schema_in_wal_mode(queue, db_path):
-    tables = {r[0] for r in queue.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"meta", "tasks", "events", "effects", "runs"} <= tables
-    indexes = {r[0] for r in queue.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"tasks_due", "tasks_state_id"} <= indexes
-    assert not {"tasks_lease", "tasks_state"} & indexes  # dropped: every lease and completion wrote them
-    assert queue.conn.execute(q("schema_version")).fetchone()[0] == "orch-queue/1"
-    assert queue.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert queue.conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
-    assert db_path.exists()
+@pytest.fixture
+def queue(location, clock, test_config):
+    with Queue(location, clock, test_config) as q:
+        yield q
 
 
-def test_reopening_keeps_data_and_refuses_foreign_files(tmp_path, clock, test_config):
-    path = tmp_path / "q.db"
-    with Queue(path, clock, test_config) as queue:
+@pytest.fixture
+def dump():
+    """The whole database through the interface: equal dumps, nothing written."""
+    return lambda queue: queue.store.dump()
+
+
+# --- the interface --------------------------------------------------------------------------
+
+def test_the_backend_implements_the_whole_interface(queue):
+    assert isinstance(queue.store, Backend) and isinstance(queue.store, Tx)
+    assert isinstance(queue.store.engine, str) and queue.store.location
+
+
+def test_reopening_keeps_data(location, clock, test_config):
+    with Queue(location, clock, test_config) as queue:
         queue.enqueue("k", {"work": 1})
-    with Queue(path, clock, test_config, create=False) as queue:
+    with Queue(location, clock, test_config, create=False) as queue:
         assert queue.get(1).key == "k"
+        assert queue.store.integrity_check() == ["ok"]
 
-    junk = tmp_path / "junk.db"
-    junk.write_bytes(b"this is not a database at all" * 10)
-    with pytest.raises(StoreError, match="not a SQLite database"):
-        Queue(junk, clock, test_config)
-    assert junk.read_bytes() == b"this is not a database at all" * 10
 
-    foreign = tmp_path / "foreign.db"
-    conn = sqlite3.connect(foreign)
-    conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
-    conn.commit()
-    conn.close()
-    before = foreign.read_bytes()
-    with pytest.raises(StoreError, match=r"foreign schema .*\(tables: invoices\)"):
-        Queue(foreign, clock, test_config)
-    assert foreign.read_bytes() == before
+def test_a_failed_transaction_writes_nothing(queue, dump):
+    queue.enqueue("k", {})
+    before = dump(queue)
 
-    with pytest.raises(StoreError, match="no queue database"):
-        Queue(tmp_path / "absent.db", clock, test_config, create=False)
-    assert not (tmp_path / "absent.db").exists()
+    def half(tx: Tx) -> None:
+        tx.insert_effect("k", 1, 1, "w1", 0.0, None)
+        raise RuntimeError("the handler of this transaction gave up")
+
+    with pytest.raises(RuntimeError):
+        queue.write(half)
+    assert dump(queue) == before
 
 
 # --- enqueue --------------------------------------------------------------------------------
@@ -97,26 +95,26 @@ def test_duplicate_enqueue_returns_the_existing_task(queue):
     queue.enqueue("k", {"b": 2, "a": 1})
     clone = queue.enqueue("k", {"a": 1, "b": 2})  # same payload, keys in another order
     assert (clone.task, clone.created) == (1, False)
-    assert queue.conn.execute(q("count_tasks")).fetchone()[0] == 1
+    assert queue.status()["total"] == 1
     ev = events(queue)[-1]
     assert ev["event"] == "duplicate_enqueue" and ev["task"] == "ORCH-1"
     assert ev["state"] == ev["prev"] == "PENDING"
 
 
-def test_same_key_other_payload_is_refused_without_a_write(queue, db_path, dump):
+def test_same_key_other_payload_is_refused_without_a_write(queue, dump):
     queue.enqueue("k", {"work": 1})
-    before = dump(db_path)
+    before = dump(queue)
     with pytest.raises(KeyConflict, match=r"^key 'k' is already ORCH-1 with another payload; refused$"):
         queue.enqueue("k", {"work": 2})
     # also inside a batch: the new key of the same call is not written either
     with pytest.raises(KeyConflict):
         queue.enqueue_many([("fresh", {"work": 1}), ("k", {"work": 3})])
-    assert dump(db_path) == before
+    assert dump(queue) == before
 
 
-def test_malformed_enqueue_is_a_usage_error_without_a_write(queue, db_path, dump):
+def test_malformed_enqueue_is_a_usage_error_without_a_write(queue, dump):
     queue.enqueue("k", None)
-    before = dump(db_path)
+    before = dump(queue)
     with pytest.raises(UsageError, match="idempotency key"):
         queue.enqueue("  ", {})
     with pytest.raises(UsageError, match="not JSON-serialisable"):
@@ -126,7 +124,7 @@ def test_malformed_enqueue_is_a_usage_error_without_a_write(queue, db_path, dump
             queue.enqueue("x", {"budget": bad})
     with pytest.raises(UsageError, match="budget of 'y'"):
         queue.enqueue("y", {}, budget=0)
-    assert dump(db_path) == before
+    assert dump(queue) == before
 
 
 def test_enqueue_many_is_one_transaction_in_order(queue):
@@ -160,8 +158,8 @@ def test_lease_hands_due_tasks_in_due_order_under_a_new_epoch(queue, clock):
     assert queue.get(1).lease_until == clock.now() + 5
 
 
-def test_lease_respects_the_in_flight_cap(db_path, clock):
-    with Queue(db_path, clock, QueueConfig(inflight_cap=2)) as queue:
+def test_lease_respects_the_in_flight_cap(location, clock):
+    with Queue(location, clock, QueueConfig(inflight_cap=2)) as queue:
         queue.enqueue_many([(f"k{i}", {}) for i in range(5)])
         assert len(queue.lease("w1", limit=5)) == 2
         assert queue.lease("w2", limit=5) == []
@@ -175,7 +173,7 @@ def test_heartbeat_extends_the_lease(queue, clock):
     clock.advance(20)
     assert queue.heartbeat(lease.task, lease.epoch, "w1") is True
     assert queue.get(lease.task).lease_until == clock.now() + TTL
-    assert queue.conn.execute("SELECT heartbeat_at FROM tasks").fetchone()[0] == clock.now()
+    assert queue.store.task(lease.task)["heartbeat_at"] == clock.now()
     assert [e["event"] for e in events(queue)] == ["enqueued", "leased"]  # heartbeats are not events
 
 
@@ -199,10 +197,10 @@ def test_complete_with_an_existing_effect_is_an_idempotency_skip(queue):
     """The second line of defence: an effect for the key already exists (a drill forces it)."""
     queue.enqueue("k", {})
     [lease] = queue.lease("w1")
-    queue.conn.execute("INSERT INTO effects (key, task, epoch, worker, t, result) VALUES ('k', 1, 0, 'old', 0, NULL)")
+    put_effect(queue, "k", 1)
     assert queue.effect_of("k")["worker"] == "old"
     assert queue.complete(lease.task, lease.epoch, "w1", {"second": True}) == "idempotency_skip"
-    assert [tuple(r) for r in effects(queue)] == [("k", 1, 0, "old", 0.0, None)]
+    assert effects(queue) == [{"key": "k", "task": 1, "epoch": 0, "worker": "old", "t": 0.0, "result": None}]
     assert queue.get(1).state.value == "DONE"
     assert [e["event"] for e in events(queue)][-1] == "idempotency_skip"
 
@@ -221,31 +219,10 @@ def test_complete_and_lease_is_one_transaction(queue):
     assert queue.effect_of("k0")["epoch"] == 1
 
 
-def test_an_older_database_gets_this_versions_indexes_when_opened(db_path, clock, dump):
-    with Queue(db_path, clock) as queue:
-        queue.enqueue("k", {})
-    conn = sqlite3.connect(db_path)  # what the previous version left: its indexes, not this one's
-    conn.executescript("DROP INDEX tasks_error_state; DROP INDEX events_error;"
-                       "CREATE INDEX tasks_lease ON tasks (lease_until) WHERE state = 'IN_PROGRESS';"
-                       "CREATE INDEX tasks_state ON tasks (state, error);"
-                       "CREATE INDEX tasks_error ON tasks (error, id) WHERE error IS NOT NULL;")
-    conn.close()
-    with Queue(db_path, clock, create=False) as queue:
-        indexes = {r[0] for r in queue.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert {"tasks_error_state", "events_error"} <= indexes
-        assert not {"tasks_lease", "tasks_state", "tasks_error"} & indexes
-        params = {"state": "PENDING", "error": "timeout", "lo": 0, "hi": 10, "limit": 5}
-        assert queue.conn.execute(q("tasks_page_state_error"), params).fetchall() == []
-    before = dump(db_path)
-    with Queue(db_path, clock, create=False):
-        pass
-    assert dump(db_path) == before  # indexes that match: nothing written
-
-
 def test_complete_many_acknowledges_a_batch_in_one_transaction_each_fenced(queue):
     queue.enqueue_many([(f"k{i}", {}) for i in range(4)])
     leases = queue.lease("w1", limit=4)
-    queue.conn.execute("INSERT INTO effects (key, task, epoch, worker, t, result) VALUES ('k2', 3, 0, 'old', 0, NULL)")
+    put_effect(queue, "k2", 3)
     queue.operate("cancel", leases[1].task, actor="oncall", notes="pulled")  # fences k1's lease
     seq = queue.last_seq()
     done = [(lease.task, lease.epoch, {"n": i}) for i, lease in enumerate(leases)]
@@ -260,19 +237,19 @@ def test_complete_many_acknowledges_a_batch_in_one_transaction_each_fenced(queue
     assert [queue.get(lease.task).state.value for lease in leases] == ["DONE", "CANCELLED", "DONE", "DONE"]
 
 
-def test_complete_many_with_an_unknown_task_writes_nothing(queue, db_path, dump):
+def test_complete_many_with_an_unknown_task_writes_nothing(queue, dump):
     queue.enqueue_many([("a", {}), ("b", {})])
     leases = queue.lease("w1", limit=2)
-    before = dump(db_path)
+    before = dump(queue)
     with pytest.raises(UnknownTask, match="no task ORCH-99"):
         queue.complete_many([(leases[0].task, leases[0].epoch, None), (99, 1, None)], "w1")
-    assert dump(db_path) == before
-    assert queue.complete_many([], "w1") == [] and dump(db_path) == before
+    assert dump(queue) == before
+    assert queue.complete_many([], "w1") == [] and dump(queue) == before
 
 
 def test_a_lease_says_when_the_key_already_has_an_effect(queue):
     queue.enqueue_many([("k", {}), ("other", {})])
-    queue.conn.execute("INSERT INTO effects (key, task, epoch, worker, t, result) VALUES ('k', 1, 0, 'old', 0, NULL)")
+    put_effect(queue, "k", 1)
     leases = {lease.key: lease for lease in queue.lease("w1", limit=2)}
     assert leases["k"].has_effect and not leases["other"].has_effect
 
@@ -355,13 +332,13 @@ def test_release_gives_the_lease_back_without_counting_the_attempt(queue, clock)
     assert (again.epoch, again.attempt) == (2, 1)
 
 
-def test_stale_calls_change_nothing_and_are_recorded(queue, db_path, dump):
+def test_stale_calls_change_nothing_and_are_recorded(queue, dump):
     queue.enqueue("k", {})
     [old] = queue.lease("w1")
     queue.release(old.task, old.epoch, "w1")
     [new] = queue.lease("w2")
     for call in ("heartbeat", "complete", "fail", "block", "release"):
-        before = dump(db_path)
+        before = dump(queue)
         if call == "heartbeat":
             assert queue.heartbeat(old.task, old.epoch, "w1") is False
         elif call == "complete":
@@ -372,7 +349,7 @@ def test_stale_calls_change_nothing_and_are_recorded(queue, db_path, dump):
             assert queue.block(old.task, old.epoch, "w1", 1.0, 0.5) == "stale_rejected"
         else:
             assert queue.release(old.task, old.epoch, "w1") == "stale_rejected"
-        after = dump(db_path)
+        after = dump(queue)
         assert {k: v for k, v in after.items() if k != "events"} == {k: v for k, v in before.items() if k != "events"}
         assert after["events"][:-1] == before["events"]
         ev = events(queue)[-1]
@@ -381,9 +358,9 @@ def test_stale_calls_change_nothing_and_are_recorded(queue, db_path, dump):
     assert queue.complete(new.task, new.epoch, "w2") == "completed"
 
 
-def test_calls_on_an_unknown_task_are_refused_without_a_write(queue, db_path, dump):
+def test_calls_on_an_unknown_task_are_refused_without_a_write(queue, dump):
     queue.enqueue("k", {})
-    before = dump(db_path)
+    before = dump(queue)
     with pytest.raises(UnknownTask, match="no task ORCH-42"):
         queue.heartbeat(42, 1, "w1")
     with pytest.raises(UnknownTask):
@@ -396,7 +373,7 @@ def test_calls_on_an_unknown_task_are_refused_without_a_write(queue, db_path, du
         queue.get(42)
     with pytest.raises(UnknownTask):
         queue.history(42)
-    assert dump(db_path) == before
+    assert dump(queue) == before
 
 
 # --- reaper ---------------------------------------------------------------------------------
@@ -434,16 +411,16 @@ def test_heartbeat_keeps_the_reaper_away(queue, clock):
 
 # --- reads ----------------------------------------------------------------------------------
 
-def test_status_counts_and_never_writes(queue, clock, db_path, dump):
+def test_status_counts_and_never_writes(queue, clock, dump):
     queue.enqueue_many([(f"k{i}", {}) for i in range(4)])
     a, b, c = queue.lease("w1", limit=3)
     queue.complete(a.task, a.epoch, "w1")
     queue.fail(b.task, b.epoch, "w1", "param_error")
     queue.operate("cancel", 4, actor="alice", notes="isolate")
     clock.advance(TTL + 5)
-    before = dump(db_path)
+    before = dump(queue)
     doc = queue.status()
-    assert dump(db_path) == before
+    assert dump(queue) == before
     assert doc["counts"] == {"PENDING": 0, "IN_PROGRESS": 1, "DONE": 1, "FAILED": 1, "BLOCKED": 0, "CANCELLED": 1}
     assert doc["total"] == 4 and doc["effects"] == 1 and doc["expired_leases"] == 1
     assert doc["in_flight"] == [{"worker": "w1", "tasks": 1, "heartbeat_age": TTL + 5}]
@@ -452,91 +429,12 @@ def test_status_counts_and_never_writes(queue, clock, db_path, dump):
     assert doc["last_seq"] == queue.last_seq() == len(events(queue))
 
 
-class CommitBetweenQueries:
-    """A reader's connection with another connection's commit slipped in after its first SELECT:
-    what a writer does to a reader that reads a figure at a time."""
-
-    def __init__(self, conn: sqlite3.Connection, commit):
-        self._conn, self._commit, self.selects = conn, commit, 0
-
-    def execute(self, sql: str, *args):
-        cursor = self._conn.execute(sql, *args)
-        if sql.lstrip().upper().startswith("SELECT"):
-            self.selects += 1
-            if self.selects == 1:
-                self._commit()
-        return cursor
-
-    def __getattr__(self, name: str):
-        return getattr(self._conn, name)
-
-
-def test_status_is_one_snapshot_while_a_writer_commits(queue, clock, db_path):
-    queue.enqueue_many([("k0", {}), ("k1", {})])
-    first, = queue.lease("w1", limit=1)
-    with Queue(db_path, clock) as writer:
-        def commit():  # the lease completes and the other task is leased: two states change
-            writer.complete(first.task, first.epoch, "w1")
-            writer.lease("w2", limit=1)
-
-        queue.conn = CommitBetweenQueries(queue.conn, commit)
-        doc = queue.status()
-        assert queue.conn.selects > 1 and writer.status()["counts"]["DONE"] == 1  # the commit happened mid-status
-    queue.conn = queue.conn._conn
-    # every figure is of the moment of the first read: before the commit
-    assert doc["counts"] == {"PENDING": 1, "IN_PROGRESS": 1, "DONE": 0, "FAILED": 0, "BLOCKED": 0, "CANCELLED": 0}
-    assert doc["in_flight"] == [{"worker": "w1", "tasks": 1, "heartbeat_age": 0.0}] and doc["effects"] == 0
-    assert doc["last_seq"] == 3 and not queue.conn.in_transaction
-    assert queue.status()["counts"]["DONE"] == 1  # the next status sees the commit
-
-
 def test_task_ids_parse_strictly():
     assert parse_task_id("ORCH-12") == 12 and parse_task_id(" ORCH-7 ") == 7
     assert task_name(12) == "ORCH-12"
     for bad in ("12", "ORCH-0", "ORCH-012", "orch-12", "ORCH-", "ORCH-1x", "ORCH-1234567890123456789", None):
         with pytest.raises(UsageError, match="malformed task id"):
             parse_task_id(bad)
-
-
-def test_driver_errors_on_write_are_wrapped(queue):
-    queue.conn.execute("PRAGMA query_only = 1")
-    with pytest.raises(StoreError, match="cannot write the queue database: attempt to write a readonly database"):
-        queue.enqueue("k", {})
-    queue.conn.execute("PRAGMA query_only = 0")
-    assert queue.enqueue("k", {}).created
-
-
-# --- query plans ----------------------------------------------------------------------------
-
-def _plan(conn: sqlite3.Connection, sql: str, params) -> list[str]:
-    return [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
-
-
-@pytest.mark.parametrize("statistics", [False, True], ids=["fresh-database", "after-ANALYZE"])
-def test_hot_queries_use_the_partial_indexes(statistics, queue, clock):
-    # a realistic mix; a fresh queue has no statistics (the planner's worst case), then with them
-    queue.enqueue_many([(f"k{i}", {}) for i in range(300)])
-    queue.lease("w1", limit=50)
-    leases = queue.lease("w2", limit=50)
-    for lease in leases[:40]:
-        queue.complete(lease.task, lease.epoch, "w2")
-    if statistics:
-        queue.conn.execute("ANALYZE")
-    now = clock.now()
-    plans = {
-        "lease": _plan(queue.conn, q("lease"), {"worker": "w", "until": now + 1, "now": now, "limit": 4}),
-        "any_due": _plan(queue.conn, q("any_due"), (now,)),
-        "expired_leases": _plan(queue.conn, q("expired_leases"), (now, 256)),
-        "count_expired": _plan(queue.conn, q("count_expired"), (now,)),
-    }
-    assert any("USING INDEX tasks_due" in d or "USING COVERING INDEX tasks_due" in d for d in plans["lease"]), plans
-    assert any("INDEX tasks_due" in d for d in plans["any_due"]), plans
-    # expired leases: a range of tasks_state_id over the tasks in flight, never the queue's depth
-    assert any("INDEX tasks_state_id (state=?)" in d for d in plans["expired_leases"]), plans
-    assert any("INDEX tasks_state_id (state=?)" in d for d in plans["count_expired"]), plans
-    for name, details in plans.items():
-        assert not any(d.startswith("SCAN tasks") for d in details), (name, details)
-        assert not any("USE TEMP B-TREE" in d for d in details), (name, details)
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

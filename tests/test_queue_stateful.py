@@ -4,6 +4,7 @@ operator actions, clock moves and reaps, and checks it against a small model aft
 Invariants: each key in exactly one state (the model's); enqueued = sum over states; the event
 table is gap-free and is exactly the sequence of events the model expects (each task's events
 chain prev -> state); epochs only grow; at most one effect per key, and only for DONE tasks.
+It reads the database through the storage interface only (`Backend.dump`) and runs once per backend.
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import pytest
-import sqlite_utils
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from orchestrator.core.errors import IllegalTransition, KeyConflict, UnknownTask
 from orchestrator.core.model import ErrorClass, QueueConfig, RetryPolicy
-from orchestrator.queue.inspect import key_order
 from orchestrator.queue.tasks import event_dict
 from orchestrator.queue.writes import Queue
 
@@ -89,7 +88,7 @@ class Model:
 
 
 class QueueMachine(RuleBasedStateMachine):
-    """Subclassed per test with `new_path` and `clock_class` set."""
+    """Subclassed per test with `new_path` (a new database's location) and `clock_class` set."""
 
     new_path = None
     clock_class = None
@@ -107,10 +106,7 @@ class QueueMachine(RuleBasedStateMachine):
 
     # --- helpers --------------------------------------------------------------------------
     def dump(self) -> dict:
-        conn = self.queue.conn
-        db = sqlite_utils.Database(conn)
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY {key_order(db, t)}").fetchall()
-                for t in ("tasks", "events", "effects", "meta", "runs")}
+        return self.queue.store.dump()
 
     def by_id(self, task: int) -> Model:
         return next(m for m in self.tasks.values() if m.id == task)
@@ -295,7 +291,7 @@ class QueueMachine(RuleBasedStateMachine):
     # --- invariants -----------------------------------------------------------------------
     @invariant()
     def every_key_in_exactly_the_model_state(self) -> None:
-        rows = self.queue.conn.execute("SELECT * FROM tasks ORDER BY id").fetchall()
+        rows = self.dump()["tasks"]
         assert len({r["key"] for r in rows}) == len(rows) == len(self.tasks)
         for r in rows:
             m = self.tasks[r["key"]]
@@ -307,14 +303,14 @@ class QueueMachine(RuleBasedStateMachine):
     @invariant()
     def enqueued_equals_sum_over_states(self) -> None:
         counts = self.queue.status()["counts"]
-        enqueued = self.queue.conn.execute("SELECT count(*) FROM events WHERE event = 'enqueued'").fetchone()[0]
+        enqueued = sum(r["event"] == "enqueued" for r in self.dump()["events"])
         assert sum(counts.values()) == enqueued == len(self.tasks)
         for state, n in counts.items():
             assert n == sum(m.state == state for m in self.tasks.values())
 
     @invariant()
     def events_are_gap_free_and_match_the_transitions(self) -> None:
-        rows = self.queue.conn.execute("SELECT seq, event, task, prev, state, epoch FROM events ORDER BY seq").fetchall()
+        rows = self.dump()["events"]
         assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
         assert [(r["event"], r["task"]) for r in rows] == self.expected
         chain: dict[int, str | None] = defaultdict(lambda: None)
@@ -335,23 +331,22 @@ class QueueMachine(RuleBasedStateMachine):
 
     @invariant()
     def epochs_only_grow(self) -> None:
-        for task, epoch in self.queue.conn.execute("SELECT id, epoch FROM tasks"):
+        for task, epoch in ((r["id"], r["epoch"]) for r in self.dump()["tasks"]):
             assert epoch >= self.last_epoch.get(task, 0)
             self.last_epoch[task] = epoch
 
     @invariant()
     def at_most_one_effect_per_key(self) -> None:
-        conn = self.queue.conn
-        completed = conn.execute(
-            "SELECT key, count(*) AS n FROM events WHERE event = 'completed' GROUP BY key").fetchall()
-        assert all(r["n"] == 1 for r in completed)
-        effects = conn.execute("SELECT key, task, epoch FROM effects").fetchall()
-        assert {r["key"] for r in effects} == {r["key"] for r in completed}
+        tables = self.dump()
+        completed = [r["key"] for r in tables["events"] if r["event"] == "completed"]
+        assert len(completed) == len(set(completed))
+        effects = tables["effects"]
+        assert {r["key"] for r in effects} == set(completed)
         for r in effects:
             assert self.tasks[r["key"]].state == "DONE"
 
 
-def test_queue_against_the_model(tmp_path, fake_clock_class):
+def test_queue_against_the_model(tmp_path, fake_clock_class, backend):
     numbers = itertools.count()
 
     class Machine(QueueMachine):
@@ -359,7 +354,7 @@ def test_queue_against_the_model(tmp_path, fake_clock_class):
 
         @staticmethod
         def new_path():
-            return tmp_path / f"queue-{next(numbers)}.db"
+            return {"sqlite": tmp_path / f"queue-{next(numbers)}.db"}[backend]
 
     run_state_machine_as_test(
         Machine,

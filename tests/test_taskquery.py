@@ -1,28 +1,21 @@
-"""The tasks view's search: filters, keyset pages, and query plans that use an index (no SCAN tasks)."""
+"""The tasks view's search: filters and keyset pages, once per backend (through the storage
+interface; the SQLite backend's query plans are checked in tests/test_queue_sqlite.py). The
+`filled` and `histories` queues are conftest.py's fixtures."""
 
 from __future__ import annotations
-
-import sqlite3
 
 import pytest
 
 from orchestrator.core.errors import UsageError
-from orchestrator.queue.search import TaskFilter, all_ids, id_bounds, page_query, search, timeline
-from orchestrator.queue.sqlfile import q
+from orchestrator.queue.search import TaskFilter, all_ids, search, timeline
 from orchestrator.queue.writes import Queue
 
 
 @pytest.fixture
-def filled(queue, clock):
-    for i in range(300):
-        queue.enqueue(f"k{i}", {"i": i})
-        clock.advance(1.0)
-    leases = queue.lease("w1", limit=30)
-    for lease in leases[:10]:
-        queue.fail(lease.task, lease.epoch, "w1", "param_error")
-    for lease in leases[10:20]:
-        queue.complete(lease.task, lease.epoch, "w1")
-    return queue
+def queue(location, clock, test_config):
+    with Queue(location, clock, test_config) as q:
+        yield q
+
 
 
 def test_pages_are_newest_first_without_gap_or_overlap(filled):
@@ -55,49 +48,6 @@ def test_filters(filled, clock):
     assert [e["event"] for e in doc["events"]] == ["enqueued", "leased", "failed"]
 
 
-PLANS = [TaskFilter(), TaskFilter(state="DONE"), TaskFilter(error="timeout"), TaskFilter(state="FAILED", error="timeout"),
-         TaskFilter(state="PENDING", since=5.0, until=9.0)]
-
-
-@pytest.mark.parametrize("f", PLANS, ids=lambda f: page_query(f) + ("_time" if f.since else ""))
-def test_list_and_search_use_an_index(filled, f):
-    conn = filled.conn
-    lo, hi = id_bounds(conn, f)
-    params = {"lo": lo, "hi": min(hi, 150), "limit": 51, "state": f.state, "error": f.error}
-    steps = [r["detail"] for r in conn.execute("EXPLAIN QUERY PLAN " + q(page_query(f)), params)]
-    plan = " | ".join(steps)
-    assert all(step.startswith("SEARCH ") and " USING " in step for step in steps), plan  # no SCAN of any table
-    assert "USE TEMP B-TREE" not in plan, plan
-    if f.error:  # the tasks that ever had the class: the events' error index, newest task first
-        assert steps[0] == "SEARCH e USING COVERING INDEX events_error (error=? AND task>? AND task<?)", plan
-    for name, args in (("first_id_enqueued_since", (5.0,)), ("last_id_enqueued_until", (9.0,)),
-                       ("task_row_by_key", ("k1",)), ("task_row_by_id", (1,)), ("task_events", (1,)),
-                       ("task_had_error", ("timeout", 1))):
-        detail = " | ".join(r["detail"] for r in conn.execute("EXPLAIN QUERY PLAN " + q(name), args))
-        assert "USING" in detail and "TEMP B-TREE" not in detail, (name, detail)
-
-
-@pytest.fixture
-def histories(queue, clock):
-    """Five tasks and the errors of their attempts (TEST_POLICY: backoff 10 s, 20 s; 3 attempts):
-    ORCH-1 timeout then DONE (no error left); ORCH-2 timeout, network, network: FAILED network;
-    ORCH-3 timeout three times: FAILED timeout; ORCH-4 a lease that expired, then DONE; ORCH-5 DONE."""
-    plans = {1: ["timeout", None], 2: ["timeout", "network", "network"], 3: ["timeout"] * 3,
-             4: ["expire", None], 5: [None]}
-    for i in plans:
-        queue.enqueue(f"h{i}", {"i": i})
-    for attempt in range(3):
-        for lease in queue.lease("w1", limit=10):
-            outcome = plans[lease.task][attempt]
-            if outcome is None:
-                queue.complete(lease.task, lease.epoch, "w1")
-            elif outcome != "expire":
-                queue.fail(lease.task, lease.epoch, "w1", outcome)
-        clock.advance(31.0)  # past every backoff and the 30 s lease TTL
-        queue.reap()
-    return queue
-
-
 def names(rows) -> list[int]:
     return [r["id"] for r in rows]
 
@@ -128,17 +78,9 @@ def test_the_error_filter_finds_tasks_that_ever_had_the_class(histories):
 
 def test_every_task_with_a_last_error_is_found_by_its_class(filled, clock):
     last = {}
-    for row in filled.conn.execute("SELECT id, error FROM tasks WHERE error IS NOT NULL"):
-        last.setdefault(row["error"], set()).add(row["id"])
+    for row in filled.store.dump()["tasks"]:
+        if row["error"] is not None:
+            last.setdefault(row["error"], set()).add(row["id"])
     assert last  # the fixture's param_error failures
     for error, ids in last.items():
         assert ids <= set(all_ids(filled, TaskFilter(error=error)))
-
-
-def test_a_database_made_before_the_error_index_finds_earlier_errors(histories, db_path, clock):
-    histories.close()
-    conn = sqlite3.connect(db_path)
-    conn.executescript("DROP INDEX events_error;")
-    conn.close()
-    with Queue(db_path, clock, create=False) as reopened:  # the index is built from the events already there
-        assert names(search(reopened, TaskFilter(error="timeout"))[0]) == [3, 2, 1]

@@ -57,6 +57,31 @@ home_option = click.option(
     "--home", "home", default=None, metavar="DIR",
     help="Data home (default: $ORCH_HOME, else automation/orchestrator).",
 )
+_DB_KEY = "orchestrator.db"  # where `--db` leaves its value for `--home` (click's per-invocation meta)
+
+
+def _keep_db(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    ctx.meta[_DB_KEY] = value
+
+
+def _resolve_home(ctx: click.Context, _param: click.Parameter, value: str | None) -> Home:
+    """`--home` and `--db` (eager: already seen) as one `Home`; a bad URL is a usage error."""
+    try:
+        return Home.resolve(value, ctx.meta.get(_DB_KEY))
+    except UsageError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+
+
+def queue_home_option(fn: Callable) -> Callable:
+    """`--home DIR` and `--db URL` of a command that opens the queue: the command gets `home`, a
+    `Home` whose `db` is the chosen database (resolved before the command runs, so a bad URL
+    writes nothing)."""
+    fn = click.option("--home", "home", default=None, metavar="DIR", callback=_resolve_home,
+                      help="Data home (default: $ORCH_HOME, else automation/orchestrator).")(fn)
+    return click.option("--db", default=None, metavar="URL", expose_value=False, is_eager=True, callback=_keep_db,
+                        help="The queue database: sqlite:///PATH (default: $ORCH_DB, else db/queue.db "
+                             "under the home).")(fn)
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 actor_option = click.option(
     "--actor", default=None, help="Who acts (default: $ORCH_ACTOR, else the login name)."
@@ -85,7 +110,7 @@ def task_id_arg(value: str) -> int:
     return parse_task_id(value)
 
 
-def open_queue(home_opt: str | None, *, create: bool = False, config: QueueConfig | None = None) -> Queue:
+def open_queue(home_opt: str | Home | None, *, create: bool = False, config: QueueConfig | None = None) -> Queue:
     """Open the home's queue (on the clock of the run in progress, if any)."""
     home = Home.resolve(home_opt)
     if create:

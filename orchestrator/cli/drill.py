@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -33,8 +34,13 @@ def list_(as_json: bool, home: str | None) -> None:
 
 
 def _run(names: list[str], home: str | None, seed: int) -> None:
+    from orchestrator.core.home import DB_ENV
     from orchestrator.drills.catalog import get
     from orchestrator.drills.runner import run_drills
+
+    # A drill uses its own home's db/queue.db: $ORCH_DB is neither read nor passed to the
+    # processes it starts (its workers, a soak it runs), which would otherwise open that database.
+    os.environ.pop(DB_ENV, None)
 
     drills = [get(n) for n in names]
     results, report = run_drills(drills, home, seed)

@@ -9,10 +9,10 @@ import click
 from orchestrator.cli.common import (
     Group,
     actor_option,
-    home_option,
     json_option,
     open_queue,
     print_json,
+    queue_home_option,
     require_notes,
     resolve_actor,
     task_id_arg,
@@ -35,7 +35,7 @@ def ops() -> None:
 
 @ops.command(help="Counts per state, oldest PENDING age, leases, errors, recent operator actions. Never writes.")
 @click.option("--id", "task", default=None, metavar="ORCH-N", help="Show one task's whole history.")
-@home_option
+@queue_home_option
 @json_option
 def status(task: str | None, home: str | None, as_json: bool) -> None:
     task_id = task_id_arg(task) if task is not None else None
@@ -83,7 +83,7 @@ def _act(action: str, task: str, home: str | None, actor: str | None, notes: str
 @id_option
 @notes_option
 @actor_option
-@home_option
+@queue_home_option
 @json_option
 def cancel(task, notes, actor, home, as_json):
     _act("cancel", task, home, actor, notes, as_json)
@@ -95,7 +95,7 @@ def cancel(task, notes, actor, home, as_json):
 @click.option("--notes", required=True, help="Cause and action (required).")
 @click.option("--budget", type=float, default=None, help="New guardrail budget (> 0).")
 @actor_option
-@home_option
+@queue_home_option
 @json_option
 def replan(task, notes, budget, actor, home, as_json):
     notes = require_notes(notes)
@@ -114,7 +114,7 @@ def replan(task, notes, budget, actor, home, as_json):
 @click.option("--dry-run", is_flag=True, help="Bulk: show what would be retried; write nothing.")
 @notes_option
 @actor_option
-@home_option
+@queue_home_option
 @json_option
 def retry(task, state, error_class, dry_run, notes, actor, home, as_json):
     if task is not None:
@@ -144,7 +144,7 @@ def retry(task, state, error_class, dry_run, notes, actor, home, as_json):
               help="Where to write it (default: <home>/reports/diagnose_<time>.tar.gz).")
 @click.option("--lines", type=click.IntRange(1, 1_000_000), default=200, show_default=True,
               help="Last log lines to include.")
-@home_option
+@queue_home_option
 def diagnose(out, lines, home):
     from orchestrator.web.diagnose import write_bundle
 

@@ -11,10 +11,10 @@ import click
 from orchestrator.cli.common import (
     Group,
     actor_option,
-    home_option,
     json_option,
     open_queue,
     print_json,
+    queue_home_option,
     require_notes,
     resolve_actor,
 )
@@ -41,7 +41,7 @@ def orch() -> None:
 @click.option("--payload", default="{}", show_default=True, help="Task payload as JSON.")
 @click.option("--budget", type=float, default=None, help="Guardrail budget (> 0).")
 @actor_option
-@home_option
+@queue_home_option
 @json_option
 def enqueue(key, payload, budget, actor, home, as_json):
     if not key.strip():
@@ -79,7 +79,7 @@ def enqueue(key, payload, budget, actor, home, as_json):
 @click.option("--synchronous", type=click.Choice(["NORMAL", "FULL"]), default="NORMAL", show_default=True)
 @click.option("--lock-socket", default=None, hidden=True, help="The soak chaos agent's socket.")
 @click.option("--run", "run_id", default=None, hidden=True, help="Join this soak run: wait for its clock.")
-@home_option
+@queue_home_option
 def worker(handler, name, batch, ttl, poll, cap, reap, idle_exit, max_tasks, synchronous, lock_socket, run_id,
            home):
     load_handler(handler)  # refuse a bad handler before touching the database
@@ -106,7 +106,7 @@ def worker(handler, name, batch, ttl, poll, cap, reap, idle_exit, max_tasks, syn
 @click.option("--id", "task", required=True, metavar="ORCH-N", help="Task id, e.g. ORCH-12.")
 @click.option("--notes", required=True, help="Why (required).")
 @actor_option
-@home_option
+@queue_home_option
 @json_option
 def done(task, notes, actor, home, as_json):
     _act("done", task, home, actor, require_notes(notes), as_json)
@@ -116,7 +116,7 @@ def done(task, notes, actor, home, as_json):
 @click.option("--id", "task", required=True, metavar="ORCH-N", help="Task id, e.g. ORCH-12.")
 @click.option("--notes", required=True, help="Why (required).")
 @actor_option
-@home_option
+@queue_home_option
 @json_option
 def fail(task, notes, actor, home, as_json):
     _act("fail", task, home, actor, require_notes(notes), as_json)

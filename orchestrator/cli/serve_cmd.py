@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli.common import home_option, resolve_actor
+from orchestrator.cli.common import queue_home_option, resolve_actor
 from orchestrator.core.home import Home
 
 DEFAULT_PORT = 8765
@@ -27,7 +27,7 @@ DEFAULT_PORT = 8765
 @click.option("--alert-webhook", "webhooks", multiple=True, metavar="URL",
               help="POST Alertmanager-style alerts here when an abort rule trips or a burn rate fires, and when "
                    "resolved (repeatable; URLs are redacted in logs).")
-@home_option
+@queue_home_option
 def serve(port, host, token, allow_actions, log_path, actor, webhooks, home):
     from orchestrator.web.alerts import check_urls
     from orchestrator.web.server import ServeConfig, check_bind
@@ -48,7 +48,7 @@ def spawn_server(home: Home, port: int | None, webhooks: list[str]):
 
     from orchestrator.core.errors import StoreError
 
-    argv = [sys.executable, "-m", "orchestrator", "soak", "serve", "--home", str(home.root)]
+    argv = [sys.executable, "-m", "orchestrator", "soak", "serve", "--home", str(home.root), *home.db_args]
     if port is not None:
         argv += ["--port", str(port)]
     for url in webhooks:

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from orchestrator.cli.common import home_option, json_option, print_json
+from orchestrator.cli.common import home_option, json_option, print_json, queue_home_option
 from orchestrator.cli.render import emit_table
 from orchestrator.core.errors import UsageError
 from orchestrator.core.home import Home
@@ -55,7 +55,7 @@ def _finish(outcome) -> None:
               help="Port of --serve (default 8765, or a free one when that is taken; 0 picks a free one).")
 @click.option("--alert-webhook", "webhooks", multiple=True, metavar="URL",
               help="Alertmanager-style alerts from the on-call server (implies --serve; repeatable).")
-@home_option
+@queue_home_option
 def start(profile_spec, speed, clock_mode, busy_rate, workers, seed, handler, serve, serve_port, webhooks, home):
     from orchestrator.cli.serve_cmd import spawn_server, stop_spawned
     from orchestrator.core import profiles
@@ -87,7 +87,7 @@ def start(profile_spec, speed, clock_mode, busy_rate, workers, seed, handler, se
 @soak.command(help="Continue a run whose supervisor was killed: same run, no arrival lost or doubled.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes (default: the profile's).")
 @click.option("--handler", default="orchestrator.handlers:synthetic", show_default=True)
-@home_option
+@queue_home_option
 def resume(workers, handler, home):
     from orchestrator.soak.control import resume as resume_run
 
@@ -95,7 +95,7 @@ def resume(workers, handler, home):
 
 
 @soak.command(help="Stop the run in progress cleanly (its summary is still written).")
-@home_option
+@queue_home_option
 def stop(home):
     from orchestrator.soak.control import stop as stop_run
 
@@ -108,7 +108,7 @@ def stop(home):
                                             "one line per period otherwise).")
 @click.option("--every", type=click.FloatRange(min=0.05), default=2.0, show_default=True, help="Watch period (wall s).")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Watch: stop after N periods.")
-@home_option
+@queue_home_option
 @json_option
 def status(watch, every, count, home, as_json):
     from orchestrator.soak.control import status as run_status
@@ -178,7 +178,7 @@ def profile_show(name, home):
 
 @soak.command(hidden=True, help="The log shipper of a run (started by the supervisor).")
 @click.option("--run", "run_id", required=True)
-@home_option
+@queue_home_option
 def ship(run_id, home):
     from orchestrator.soak.shipper import run_shipper
 
@@ -189,7 +189,7 @@ def ship(run_id, home):
 @soak.command(hidden=True, help="The chaos agent of a run (started by the supervisor).")
 @click.option("--run", "run_id", required=True)
 @click.option("--socket", "sock", required=True)
-@home_option
+@queue_home_option
 def agent(run_id, sock, home):
     from pathlib import Path
 

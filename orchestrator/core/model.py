@@ -6,7 +6,6 @@ import errno
 import random
 import re
 import socket
-import sqlite3
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -111,6 +110,13 @@ def _http_status(exc: BaseException) -> int | None:
     return None
 
 
+def _is_sqlite_busy(exc: BaseException) -> bool:
+    """A handler's own SQLite database was locked or busy (`sqlite3.OperationalError`, told by its
+    class rather than imported: only the queue's SQLite backend imports the driver)."""
+    return (any(k.__module__ == "sqlite3" and k.__name__ == "OperationalError" for k in type(exc).__mro__)
+            and ("locked" in str(exc) or "busy" in str(exc)))
+
+
 def classify(exc: BaseException) -> ErrorClass:
     """Map an exception from a handler or the database to one class of the closed enum."""
     if isinstance(exc, TaskError):
@@ -119,10 +125,10 @@ def classify(exc: BaseException) -> ErrorClass:
         return ErrorClass.GUARDRAIL
     if isinstance(exc, DbLockError):
         return ErrorClass.DB_LOCK
-    if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+    names = {klass.__name__ for klass in type(exc).__mro__}
+    if _is_sqlite_busy(exc):
         return ErrorClass.DB_LOCK
     status = _http_status(exc)
-    names = {klass.__name__ for klass in type(exc).__mro__}
     if status is None:
         if isinstance(exc, (TimeoutError, socket.timeout)) or names & _TIMEOUT_TYPES:
             return ErrorClass.TIMEOUT

@@ -279,7 +279,7 @@ class Harness:
         finally:
             os.close(fd)  # also drops the flock
         try:
-            self.queue.write.try_once(lambda conn: None)  # BEGIN IMMEDIATE with the busy timeout only
+            self.queue.write.try_once(lambda tx: None)  # take the write lock with the busy timeout only
             return True
         except DbLockError:
             return False
@@ -287,8 +287,7 @@ class Harness:
     def db_digest(self) -> str:
         """A digest of every row of the database: equal digests, nothing written."""
         digest = hashlib.sha256()
-        for line in self.queue.conn.iterdump():
-            digest.update(line.encode())
+        digest.update(orjson.dumps(self.queue.store.dump(), option=orjson.OPT_SORT_KEYS))
         return digest.hexdigest()
 
     def figures(self) -> dict:

@@ -28,13 +28,13 @@ def main(argv: list[str]) -> int:
         for i in range(0, len(times), 2):
             hold, gap = times[i], times[i + 1] if i + 1 < len(times) else 0.0
 
-            def tx(conn, i=i, hold=hold) -> None:
+            def hold_it(tx, i=i, hold=hold) -> None:
                 print(f"held {i // 2} {clock.now():.3f}", flush=True)
                 pause.wait(clock.to_wall(hold))
                 raise _Release
 
             try:
-                queue.write.unqueued(tx)
+                queue.write.unqueued(hold_it)
             except _Release:
                 print(f"released {i // 2} {clock.now():.3f}", flush=True)
             pause.wait(clock.to_wall(gap))

@@ -6,7 +6,7 @@ outside its transactions: the effect happens before the queue hears of it, so a 
 stalls past its lease and wakes up performs it again for real. SQLite because it is already
 here, every worker process can write it at once (one transaction per entry), and the file can be
 opened after the run to count what landed. Its few statements are the downstream's own, not the
-queue's (they live here, not in `queue.sql`).
+queue's (they live here, not in `queue/sqlite/queries.sql`).
 
 `apply(key, ..., dedupe=True)` is what a downstream that honours idempotency keys does: the
 second entry of a key is refused (False). `dedupe=False` is a downstream that does not: every

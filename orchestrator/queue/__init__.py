@@ -1,7 +1,9 @@
 """The lease queue and its storage: the state machine's writes (`writes.Queue`) and reads
-(`reads.QueueView`), task records, connections and the write lock (`store`), every SQL statement
-(`queue.sql`, loaded by `sqlfile`), the runs table (`runs`), the task search (`search`) and
-read-only inspection (`inspect`). The place a second storage engine will sit beside SQLite.
+(`reads.QueueView`), task records (`tasks`), the run record (`runs`), the task search (`search`),
+the skip clock's probe (`probe`), all on the storage interface (`backend`: what a database must
+answer, in plain Python values). Its one backend is SQLite (`sqlite/`: connections, the write
+lock, every SQL statement in `sqlite/queries.sql`); nothing outside `sqlite/` imports the driver
+or executes SQL.
 
 Imports only `orchestrator.core`.
 """

@@ -1,15 +1,15 @@
 """The skip clock's question to the database before a jump (core/skipclock.py `Probe`): is a
 task due that the workers have not seen, when does the next one fall due or a lease expire, and
-which event is the last. One read-only connection per thread: the clock asks from any of them."""
+which event is the last. One read-only connection per thread (the backend's `clock_reader`): the
+clock asks from any of them."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 
 from orchestrator.core.skipclock import Probe
-from orchestrator.queue.sqlfile import q
+from orchestrator.queue.backend import ClockReader, clock_reader
 
 
 class ClockProbe:
@@ -17,16 +17,14 @@ class ClockProbe:
         self.db = Path(db)
         self.local = threading.local()
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self.local, "conn", None)
-        if conn is None:
-            conn = self.local.conn = sqlite3.connect(self.db, isolation_level=None, timeout=1.0,
-                                                     check_same_thread=False)
-            conn.execute("PRAGMA query_only=1")
-        return conn
+    def _reader(self) -> ClockReader:
+        reader = getattr(self.local, "reader", None)
+        if reader is None:
+            reader = self.local.reader = clock_reader(self.db)
+        return reader
 
     def __call__(self, now: float) -> Probe:
-        due_now, next_due, lease_end, last_seq = self._conn().execute(q("clock_probe"), {"now": now}).fetchone()
+        due_now, next_due, lease_end, last_seq = self._reader().clock_probe(now)
         return Probe(due_now=due_now, next_due=next_due, lease_end=lease_end, last_seq=last_seq)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,19 +11,18 @@ from typing import Self
 from orchestrator.core.clock import WALL, Clock, run_clock
 from orchestrator.core.errors import UnknownTask
 from orchestrator.core.model import QueueConfig, State
-from orchestrator.queue.sqlfile import q
-from orchestrator.queue.store import Writer, connect
+from orchestrator.queue.backend import Backend, Writes, open_backend
 from orchestrator.queue.tasks import Task, event_dict, task_name
 
 
-def clock_file(run: sqlite3.Row) -> str | None:
+def clock_file(run: dict) -> str | None:
     """A run row's skip-clock file (None: the constant clock, or a database too old to say)."""
-    return run["clock"] if "clock" in run.keys() else None
+    return run.get("clock")
 
 
 class QueueView:
-    """A connection to the queue database and every read of it. The connection's `Writer` is set
-    up here too (it takes no lock and opens no file until `queue.Queue` writes through it).
+    """The queue database (a `Backend`, `store`) and every read of it. Its writer is set up here
+    too (it takes no lock and opens no file until `queue.Queue` writes through it).
 
     With no `clock`, it runs on the clock of the run in progress (else the wall clock), so every
     process of a run agrees on soak time.
@@ -42,24 +40,19 @@ class QueueView:
         self.path = Path(path)
         self.config = config or QueueConfig()
         self.rng = rng or random.Random()
-        self.write: Writer | None = None
-        self.conn = connect(self.path, self.config, create=create)
+        self.store: Backend = open_backend(self.path, self.config, create=create)
         if clock is None:
-            run = self.conn.execute(q("active_run")).fetchone()
+            run = self.store.active_run()
             clock = WALL if run is None else run_clock(run["origin"], run["speed"], clock_file(run))
         self.use_clock(clock)
 
     def use_clock(self, clock: Clock) -> None:
         """Take durations (busy timeout, lock bound) through `clock` from now on."""
         self.clock = clock
-        if self.write is not None:
-            self.write.close()
-        self.write = Writer(self.conn, clock, self.config,
-                            self.path.with_name(self.path.name + "-writers") if self.config.writer_queue else None)
+        self.write: Writes = self.store.use_clock(clock)
 
     def close(self) -> None:
-        self.write.close()
-        self.conn.close()
+        self.store.close()
 
     def __enter__(self) -> Self:
         return self
@@ -70,58 +63,52 @@ class QueueView:
     # --- reads --------------------------------------------------------------------------
     @contextmanager
     def snapshot(self) -> Iterator[None]:
-        """One read transaction: every query inside sees the database as its first query found it
-        (WAL: writers go on meanwhile, and their commits are not seen until it ends). Inside a
+        """One read transaction: every read inside sees the database as its first read found it
+        (writers go on meanwhile, and their commits are not seen until it ends). Inside a
         transaction already, that one is the snapshot."""
-        if self.conn.in_transaction:
+        with self.store.snapshot():
             yield
-            return
-        self.conn.execute("BEGIN")
-        try:
-            yield
-        finally:
-            self.conn.execute("COMMIT")  # a read transaction: nothing to commit, its snapshot ends
 
     def get(self, task: int) -> Task:
-        row = self.conn.execute(q("task_by_id"), (task,)).fetchone()
+        row = self.store.task(task)
         if row is None:
             raise UnknownTask(f"no task {task_name(task)}")
         return Task.from_row(row)
 
     def history(self, task: int) -> list[dict]:
         self.get(task)
-        return [event_dict(r) for r in self.conn.execute(q("task_events"), (task,))]
+        return [event_dict(r) for r in self.store.task_events(task)]
 
-    def events_after(self, seq: int, limit: int = 10_000) -> list[sqlite3.Row]:
-        return self.conn.execute(q("events_after"), (seq, limit)).fetchall()
+    def events_after(self, seq: int, limit: int = 10_000) -> list[dict]:
+        """The shipping cursor (`Backend.events_after`): events after `seq`, in `seq` order."""
+        return self.store.events_after(seq, limit)
 
     def count_open(self) -> int:
         """Tasks PENDING or IN_PROGRESS."""
-        return self.conn.execute(q("count_open")).fetchone()[0]
+        return self.store.count_open()
 
-    def blocked_since(self, before: float, limit: int = 100) -> list[sqlite3.Row]:
-        """BLOCKED tasks that have waited since `before` (soak time) or longer."""
-        return self.conn.execute(q("blocked_since"), (before, limit)).fetchall()
+    def blocked_since(self, before: float, limit: int = 100) -> list[dict]:
+        """(id, budget) of BLOCKED tasks that have waited since `before` (soak time) or longer."""
+        return self.store.blocked_since(before, limit)
 
-    def busiest_workers(self) -> list[sqlite3.Row]:
-        """Workers holding leases now, most leases first."""
-        return self.conn.execute(q("busiest_workers")).fetchall()
+    def busiest_workers(self) -> list[dict]:
+        """(worker, n): workers holding leases now, most leases first."""
+        return self.store.busiest_workers()
 
     def faults_since(self, first_seq: int) -> dict[str, int]:
         """`fault_injected` events by kind from `first_seq` on (a run's faults so far)."""
-        return {r["kind"]: r["n"] for r in self.conn.execute(q("faults_by_kind"), (first_seq,))}
+        return self.store.faults_by_kind(first_seq)
 
     def last_event_t(self) -> float | None:
-        row = self.conn.execute(q("last_event_t")).fetchone()
-        return None if row is None else row[0]
+        return self.store.last_event_t()
 
     def last_seq(self) -> int:
-        return self.conn.execute(q("last_seq")).fetchone()[0]
+        return self.store.last_seq()
 
     def counts(self) -> dict[str, int]:
         """Tasks per state, every state named (zero included)."""
         counts = {s.value: 0 for s in State}
-        counts.update({r["state"]: r["n"] for r in self.conn.execute(q("counts_by_state"))})
+        counts.update(self.store.counts_by_state())
         return counts
 
     def status(self, recent: int = 10) -> dict:
@@ -132,10 +119,10 @@ class QueueView:
             return self._status(recent)
 
     def _status(self, recent: int) -> dict:
-        conn = self.conn
+        store = self.store
         counts = self.counts()
-        oldest = conn.execute(q("oldest_pending")).fetchone()[0]
-        flights = conn.execute(q("in_flight_by_worker")).fetchall()
+        oldest = store.oldest_pending()
+        flights = store.in_flight_by_worker()
         now = self.clock.now()  # after the reads: a row written meanwhile is not younger than now
 
         def age(since: float | None) -> float | None:
@@ -144,13 +131,13 @@ class QueueView:
         return {
             "counts": counts,
             "total": sum(counts.values()),
-            "effects": conn.execute(q("count_effects")).fetchone()[0],
+            "effects": store.count_effects(),
             "oldest_pending_age": age(oldest),
-            "expired_leases": conn.execute(q("count_expired"), (now,)).fetchone()[0],
+            "expired_leases": store.count_expired(now),
             "in_flight": [{"worker": r["worker"], "tasks": r["n"], "heartbeat_age": age(r["oldest_heartbeat"])}
                           for r in flights],
             "errors": [{"error": r["error"], "state": r["state"], "tasks": r["n"]}
-                       for r in conn.execute(q("errors_by_class"))],
-            "recent_actions": [event_dict(r) for r in conn.execute(q("recent_operator_events"), (recent,))],
+                       for r in store.errors_by_class()],
+            "recent_actions": [event_dict(r) for r in store.recent_operator_events(recent)],
             "last_seq": self.last_seq(),
         }

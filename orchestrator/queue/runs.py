@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import sqlite3
 import subprocess
 import threading
 import time
@@ -18,7 +17,7 @@ import orjson
 from orchestrator.core.clock import Clock, RunEnd, run_clock
 from orchestrator.core.errors import Refused
 from orchestrator.queue.reads import clock_file
-from orchestrator.queue.sqlfile import q
+from orchestrator.queue.backend import Tx
 from orchestrator.queue.writes import Queue
 
 
@@ -52,7 +51,7 @@ class Run:
         return "skip" if self.clock_file else "constant"
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Run:
+    def from_row(cls, row: dict) -> Run:
         values = {f: row[f] for f in cls.__dataclass_fields__ if f not in ("profile", "clock_file")}
         return cls(profile=orjson.loads(row["profile"]), clock_file=clock_file(row), **values)
 
@@ -97,50 +96,50 @@ def pid_alive(pid: int | None) -> bool:
 
 
 class RunStore:
-    """Reads and writes of the `runs` table (its SQL is in queue.sql)."""
+    """Reads and writes of the `runs` table, through the queue's backend."""
 
     def __init__(self, queue: Queue):
         self.queue = queue
 
     def create(self, run_id: str, profile: dict, seed: int, speed: float, origin: float, log_path: Path,
                inflight_cap: int | None, clock_file: Path | None = None) -> Run:
-        def tx(conn: sqlite3.Connection) -> None:
-            if conn.execute(q("current_run")).fetchone() is not None:
+        def work(tx: Tx) -> None:
+            if tx.current_run() is not None:
                 raise Refused("a soak run is already in progress in this home (see `orch soak status`)")
-            conn.execute(q("insert_run"), {
+            tx.insert_run({
                 "id": run_id, "profile_name": profile["name"], "profile": orjson.dumps(profile).decode(),
                 "seed": seed, "speed": speed, "origin": origin, "started_wall": origin, "started_soak": origin,
-                "first_seq": conn.execute(q("last_seq")).fetchone()[0] + 1, "supervisor_pid": os.getpid(),
+                "first_seq": tx.last_seq() + 1, "supervisor_pid": os.getpid(),
                 "commit_sha": commit_sha(), "log_path": str(log_path), "inflight_cap": inflight_cap,
                 "clock": None if clock_file is None else str(clock_file),
             })
 
-        self.queue.write(tx)
+        self.queue.write(work)
         return self.get(run_id)
 
     def get(self, run_id: str) -> Run:
-        row = self.queue.conn.execute(q("run_by_id"), (run_id,)).fetchone()
+        row = self.queue.store.run(run_id)
         if row is None:
             raise Refused(f"no run {run_id}")
         return Run.from_row(row)
 
     def latest(self) -> Run | None:
-        row = self.queue.conn.execute(q("latest_run")).fetchone()
+        row = self.queue.store.latest_run()
         return None if row is None else Run.from_row(row)
 
     def active(self) -> Run | None:
         """The run whose clock is running."""
-        row = self.queue.conn.execute(q("active_run")).fetchone()
+        row = self.queue.store.active_run()
         return None if row is None else Run.from_row(row)
 
     def current(self) -> Run | None:
         """The run starting or running (its supervisor may be gone)."""
-        row = self.queue.conn.execute(q("current_run")).fetchone()
+        row = self.queue.store.current_run()
         return None if row is None else Run.from_row(row)
 
     def go(self, run_id: str, origin: float) -> Run:
         """Start the run's clock: soak time 0 is wall time `origin` (its pool is ready)."""
-        self.queue.write(lambda conn: conn.execute(q("start_run"), {"origin": origin, "id": run_id}))
+        self.queue.write(lambda tx: tx.start_run(run_id, origin))
         return self.get(run_id)
 
     def wait_started(self, run_id: str, wall_timeout: float = 120.0) -> Run:
@@ -155,22 +154,19 @@ class RunStore:
 
     def cursor_update(self, run_id: str, next_arrival: int, next_dup: int):
         """A function that advances the arrival cursors inside an enqueue's transaction."""
-        return lambda conn: conn.execute(q("set_arrival_cursor"), {"next": next_arrival, "dup": next_dup,
-                                                                    "id": run_id})
+        return lambda tx: tx.set_arrival_cursor(run_id, next_arrival, next_dup)
 
     def set_supervisor(self, run_id: str, pid: int) -> None:
-        self.queue.write(lambda conn: conn.execute(
-            q("set_supervisor"), {"pid": pid, "wall": time.time(), "id": run_id}))
+        self.queue.write(lambda tx: tx.set_supervisor(run_id, pid, time.time()))
 
     def end_of(self, run: Run) -> RunEnd | None:
         """Where `run` ended: its `run_finished` event (None while it has none). Ask only of a run
         that is over: a running one has no such event, and the search walks its events back."""
-        row = self.queue.conn.execute(q("run_finished_event"), (run.first_seq,)).fetchone()
+        row = self.queue.store.run_finished_event(run.first_seq)
         return None if row is None else RunEnd.of_row(row["t"], row["wall"], run.started_soak)
 
     def end(self, run_id: str, status: str, verdict: str | None) -> None:
-        self.queue.write(lambda conn: conn.execute(
-            q("end_run"), {"status": status, "wall": time.time(), "verdict": verdict, "id": run_id}))
+        self.queue.write(lambda tx: tx.end_run(run_id, status, time.time(), verdict))
 
 
 def join(db: Path, run_id: str, name: str, folder: Path) -> Run | None:

@@ -1,8 +1,9 @@
 """The tasks view's reads: search by id, key, state, error class and enqueue-time range, newest
 first, with keyset pagination (`before` = the last id of the previous page), and one task's
 timeline. The error filter finds the tasks that ever had the class (any attempt's failure, retry,
-lease expiry, block or manual fail), not only those whose last error it is: the events record it. Every statement is a named query of queue.sql served by an index (asserted in
-tests/test_taskquery.py with EXPLAIN QUERY PLAN).
+lease expiry, block or manual fail), not only those whose last error it is: the events record it.
+Every read is one of the backend's (`Backend.tasks_page` and friends); the SQLite backend serves
+each with an index (asserted in tests/test_queue_sqlite.py with EXPLAIN QUERY PLAN).
 
 Ids are given in enqueue order under the write lock and `enqueued_at` comes from the run's one
 clock, so an enqueue-time range is an id range: its bounds are two index lookups.
@@ -10,13 +11,12 @@ clock, so an enqueue-time range is an id range: its bounds are two index lookups
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.core.errors import UsageError
 from orchestrator.core.model import ErrorClass, State
-from orchestrator.queue.sqlfile import q
+from orchestrator.queue.backend import Reads
 from orchestrator.queue.tasks import event_dict, parse_task_id, task_name
 from orchestrator.queue.writes import Queue
 
@@ -60,7 +60,7 @@ class TaskFilter:
                    since=bounds[0], until=bounds[1])
 
 
-def row_doc(row: sqlite3.Row, origin: float = 0.0) -> dict[str, Any]:
+def row_doc(row: dict, origin: float = 0.0) -> dict[str, Any]:
     doc = {"id": task_name(row["id"]), "key": row["key"], "state": row["state"], "attempt": row["attempt"],
            "max_attempts": row["max_attempts"], "epoch": row["epoch"], "worker": row["worker"],
            "error": row["error"], "enqueued_t": round(row["enqueued_at"] - origin, 3),
@@ -73,54 +73,39 @@ def row_doc(row: sqlite3.Row, origin: float = 0.0) -> dict[str, Any]:
     return doc
 
 
-def page_query(f: TaskFilter) -> str:
-    """The name of the query that serves a filter (the state/error combination picks the index)."""
-    if f.state and f.error:
-        return "tasks_page_state_error"
-    if f.state:
-        return "tasks_page_state"
-    if f.error:
-        return "tasks_page_error"
-    return "tasks_page"
-
-
-def search(queue: Queue, f: TaskFilter, before: int | None = None, limit: int = 50) -> tuple[list[sqlite3.Row], int | None]:
+def search(queue: Queue, f: TaskFilter, before: int | None = None, limit: int = 50) -> tuple[list[dict], int | None]:
     """One page of matching tasks, newest first, and the `before` of the next page (None: last page)."""
     limit = max(1, min(int(limit), MAX_LIMIT))
-    conn = queue.conn
+    store = queue.store
     if f.task is not None or f.key is not None:
-        rows = []
-        if f.task is not None:
-            rows = conn.execute(q("task_row_by_id"), (f.task,)).fetchall()
-        elif f.key is not None:
-            rows = conn.execute(q("task_row_by_key"), (f.key,)).fetchall()
-        rows = [r for r in rows if _matches(conn, r, f) and (f.key is None or r["key"] == f.key)]
+        row = store.task_row(f.task) if f.task is not None else store.task_row_by_key(f.key)
+        rows = [row] if row is not None else []
+        rows = [r for r in rows if _matches(store, r, f) and (f.key is None or r["key"] == f.key)]
         return rows, None
-    lo, hi = id_bounds(conn, f)
+    lo, hi = id_bounds(store, f)
     if before is not None:
         hi = min(hi, before - 1)
-    params = {"lo": lo, "hi": hi, "limit": limit + 1, "state": f.state, "error": f.error}
-    rows = conn.execute(q(page_query(f)), params).fetchall()
+    rows = store.tasks_page(f.state, f.error, lo, hi, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (rows[-1]["id"] if more else None)
 
 
-def _matches(conn: sqlite3.Connection, row: sqlite3.Row, f: TaskFilter) -> bool:
+def _matches(store: Reads, row: dict, f: TaskFilter) -> bool:
     return ((f.state is None or row["state"] == f.state)
             and (f.since is None or row["enqueued_at"] >= f.since)
             and (f.until is None or row["enqueued_at"] <= f.until)
-            and (f.error is None or bool(conn.execute(q("task_had_error"), (f.error, row["id"])).fetchone()[0])))
+            and (f.error is None or store.task_had_error(f.error, row["id"])))
 
 
-def id_bounds(conn: sqlite3.Connection, f: TaskFilter) -> tuple[int, int]:
+def id_bounds(store: Reads, f: TaskFilter) -> tuple[int, int]:
     lo, hi = 0, BIG
     if f.since is not None:
-        row = conn.execute(q("first_id_enqueued_since"), (f.since,)).fetchone()
-        lo = row[0] if row else BIG
+        first = store.first_id_enqueued_since(f.since)
+        lo = first if first is not None else BIG
     if f.until is not None:
-        row = conn.execute(q("last_id_enqueued_until"), (f.until,)).fetchone()
-        hi = row[0] if row else -1
+        last = store.last_id_enqueued_until(f.until)
+        hi = last if last is not None else -1
     return lo, hi
 
 
@@ -139,7 +124,7 @@ def all_ids(queue: Queue, f: TaskFilter, cap: int = 100_000) -> list[int]:
 def timeline(queue: Queue, task: int, origin: float = 0.0) -> dict[str, Any]:
     """The task and every event of it, in order (enqueue, leases with epochs, heartbeat-less
     expiries, retries with backoff, stale calls fenced, operator actions)."""
-    row = queue.conn.execute(q("task_row_by_id"), (task,)).fetchone()
+    row = queue.store.task_row(task)
     if row is None:
         queue.get(task)  # raises UnknownTask
     events = queue.history(task)
@@ -148,4 +133,4 @@ def timeline(queue: Queue, task: int, origin: float = 0.0) -> dict[str, Any]:
     return {"task": row_doc(row, origin), "events": events}
 
 
-__all__ = ["TaskFilter", "search", "all_ids", "timeline", "row_doc", "page_query", "event_dict"]
+__all__ = ["TaskFilter", "search", "all_ids", "timeline", "row_doc", "event_dict"]

@@ -4,7 +4,6 @@ the task, lease and event records."""
 from __future__ import annotations
 
 import re
-import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +65,7 @@ class Task:
         return task_name(self.id)
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Task:
+    def from_row(cls, row: dict) -> Task:
         return cls(**{f: row[f] for f in cls.__dataclass_fields__ if f != "state"}, state=State(row["state"]))
 
 
@@ -95,7 +94,7 @@ class Enqueued:
     created: bool
 
 
-def event_dict(row: sqlite3.Row) -> dict:
+def event_dict(row: dict) -> dict:
     """An event row as a plain dict (task as `ORCH-n`, `data` merged in)."""
     out = {k: row[k] for k in row.keys() if k != "data"}
     if out.get("task") is not None:

@@ -1,4 +1,5 @@
-"""The SQLite lease queue and its state machine.
+"""The lease queue's state machine, on any backend of `queue.backend` (its statements are the
+backend's; the decisions are here).
 
 Every transition writes its event row in the same transaction (gap-free `seq`). Worker calls
 carry (task, epoch) and apply only while `state='IN_PROGRESS' AND epoch=?`; a stale call changes
@@ -8,7 +9,6 @@ transaction as DONE, under a UNIQUE idempotency key.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -16,8 +16,8 @@ import orjson
 
 from orchestrator.core.errors import IllegalTransition, KeyConflict, UnknownTask, UsageError
 from orchestrator.core.model import ACTION_EVENTS, OPERATOR_ACTIONS, ErrorClass, State, shorten
+from orchestrator.queue.backend import Tx
 from orchestrator.queue.reads import QueueView
-from orchestrator.queue.sqlfile import q
 from orchestrator.queue.tasks import Enqueued, Lease, SideEffect, Task, canonical_json, task_name
 
 T = TypeVar("T")
@@ -29,15 +29,13 @@ class Queue(QueueView):
     """The queue's writes: every transition, with its event, in one transaction each."""
 
     # --- events -------------------------------------------------------------------------
-    def _event(self, conn: sqlite3.Connection, event: str, now: float, task: int | None = None,
+    def _event(self, tx: Tx, event: str, now: float, task: int | None = None,
                key: str | None = None, state: str | None = None, prev: str | None = None,
                attempt: int | None = None, epoch: int | None = None, worker: str | None = None,
                error: str | None = None, actor: str | None = None, notes: str | None = None,
                data: dict | None = None) -> int:
-        return conn.execute(q("insert_event"), (
-            now, self.clock.wall_of(now), event, task, key, state, prev, attempt, epoch, worker, error, actor,
-            notes, orjson.dumps(data).decode() if data else None,
-        )).lastrowid
+        return tx.insert_event(now, self.clock.wall_of(now), event, task, key, state, prev, attempt, epoch, worker,
+                               error, actor, notes, orjson.dumps(data).decode() if data else None)
 
     def hold_write_lock(self, wall_seconds: float, on_held: Callable[[], None],
                         wait: Callable[[float], Any], **fields: Any) -> None:
@@ -45,12 +43,12 @@ class Queue(QueueView):
         a `fault_injected` event inside, call `on_held`, keep the lock `wall_seconds`, commit.
         The chaos agent's lock hog."""
 
-        def tx(conn: sqlite3.Connection) -> None:
-            self._event(conn, "fault_injected", self.clock.now(), **fields)
+        def work(tx: Tx) -> None:
+            self._event(tx, "fault_injected", self.clock.now(), **fields)
             on_held()
             wait(wall_seconds)
 
-        self.write.unqueued(tx)
+        self.write.unqueued(work)
 
     def _kicking(self, result: T, tasks: int = 1) -> T:
         """After a commit that may have made `tasks` tasks due now: wake as many idle workers of
@@ -63,7 +61,7 @@ class Queue(QueueView):
     def record(self, event: str, **fields: Any) -> int:
         """Write one event that changes no task (worker_started, fault_injected, checkpoint...)."""
         now = self.clock.now()
-        return self.write(lambda conn: self._event(conn, event, now, **fields))
+        return self.write(lambda tx: self._event(tx, event, now, **fields))
 
     # --- enqueue ------------------------------------------------------------------------
     def enqueue(self, key: str, payload: Any = None, **options: Any) -> Enqueued:
@@ -78,7 +76,7 @@ class Queue(QueueView):
         max_attempts: int | None = None,
         actor: str | None = None,
         data: dict | None = None,
-        also: Callable[[sqlite3.Connection], None] | None = None,
+        also: Callable[[Tx], None] | None = None,
     ) -> list[Enqueued]:
         """Enqueue each (key, payload[, event data]) in one transaction. A known key with the same payload
         returns the existing task and records `duplicate_enqueue`; with another payload the whole
@@ -101,71 +99,67 @@ class Queue(QueueView):
         now = self.clock.now()
         due = now if due_at is None else due_at
 
-        def tx(conn: sqlite3.Connection) -> list[Enqueued]:
+        def work(tx: Tx) -> list[Enqueued]:
             out = []
             for key, body, task_budget, item_data in prepared:
-                row = conn.execute(
-                    q("insert_task"),
-                    {"key": key, "payload": body, "max_attempts": attempts, "due_at": due,
-                     "now": now, "budget": task_budget},
-                ).fetchone()
-                if row is not None:
-                    self._event(conn, "enqueued", now, task=row[0], key=key, state="PENDING",
+                new = tx.insert_task(key, body, attempts, due, now, task_budget)
+                if new is not None:
+                    self._event(tx, "enqueued", now, task=new, key=key, state="PENDING",
                                 prev=None, attempt=0, epoch=0, actor=actor, data=item_data)
-                    out.append(Enqueued(row[0], True))
+                    out.append(Enqueued(new, True))
                     continue
-                existing = conn.execute(q("task_by_key"), (key,)).fetchone()
+                existing = tx.task_by_key(key)
                 if existing["payload"] != body:
                     raise KeyConflict(
                         f"key {key!r} is already {task_name(existing['id'])} with another payload; refused"
                     )
-                self._event(conn, "duplicate_enqueue", now, task=existing["id"], key=key,
+                self._event(tx, "duplicate_enqueue", now, task=existing["id"], key=key,
                             state=existing["state"], prev=existing["state"], attempt=existing["attempt"],
                             epoch=existing["epoch"], actor=actor, data=item_data)
                 out.append(Enqueued(existing["id"], False))
             if also is not None:
-                also(conn)
+                also(tx)
             return out
 
-        return self._kicking(self.write(tx), len(prepared))
+        return self._kicking(self.write(work), len(prepared))
 
     # --- leasing ------------------------------------------------------------------------
     def has_due(self) -> bool:
         """Read-only check that some PENDING task is due (lets idle workers skip the write lock)."""
-        return self.conn.execute(q("any_due"), (self.clock.now(),)).fetchone() is not None
+        return self.store.any_due(self.clock.now())
 
     def lease(self, worker: str, limit: int = 1, ttl: float | None = None) -> list[Lease]:
         """Hand up to `limit` due PENDING tasks to `worker`, each under a new epoch."""
-        return self.write(lambda conn: self._lease(conn, self.clock.now(), worker, limit, ttl))
+        return self.write(lambda tx: self._lease(tx, self.clock.now(), worker, limit, ttl))
 
-    def _lease(self, conn: sqlite3.Connection, now: float, worker: str, limit: int,
+    def _lease(self, tx: Tx, now: float, worker: str, limit: int,
                ttl: float | None) -> list[Lease]:
         ttl = self.config.lease_ttl if ttl is None else ttl
         cap = self.config.inflight_cap
         n = limit
         if cap is not None:
-            n = min(n, cap - conn.execute(q("count_in_flight")).fetchone()[0])
+            n = min(n, cap - tx.count_in_flight())
             if n <= 0:
                 return []
-        rows = conn.execute(q("lease"), {"worker": worker, "until": now + ttl, "now": now, "limit": n}).fetchall()
+        rows = tx.lease(worker, now + ttl, now, n)
         leases = [Lease(r["id"], r["key"], r["payload"], r["attempt"], r["max_attempts"], r["epoch"],
-                        r["budget"], r["enqueued_at"], bool(conn.execute(q("effect_exists"), (r["key"],)).fetchone()[0]))
+                        r["budget"], r["enqueued_at"], tx.effect_exists(r["key"]))
                   for r in rows]
         leases.sort(key=lambda lease: lease.task)
         for lease in leases:
-            self._event(conn, "leased", now, task=lease.task, key=lease.key, state="IN_PROGRESS",
+            self._event(tx, "leased", now, task=lease.task, key=lease.key, state="IN_PROGRESS",
                         prev="PENDING", attempt=lease.attempt, epoch=lease.epoch, worker=worker)
         return leases
 
-    def _fenced(self, conn: sqlite3.Connection, now: float, call: str, task: int, epoch: int,
-                worker: str | None) -> sqlite3.Row | None:
+    def _fenced(self, tx: Tx, now: float, call: str, task: int, epoch: int,
+                worker: str | None) -> dict | None:
         """The task's row when (task, epoch) still holds the lease; else record `stale_rejected`."""
-        row = conn.execute(q("fenced_row"), (task,)).fetchone()
+        row = tx.fenced_row(task)
         if row is None:
             raise UnknownTask(f"no task {task_name(task)}")
         if row["state"] == "IN_PROGRESS" and row["epoch"] == epoch:
             return row
-        self._event(conn, "stale_rejected", now, task=task, key=row["key"], state=row["state"],
+        self._event(tx, "stale_rejected", now, task=task, key=row["key"], state=row["state"],
                     prev=row["state"], attempt=row["attempt"], epoch=row["epoch"], worker=worker,
                     data={"stale_epoch": epoch, "call": call})
         return None
@@ -174,18 +168,17 @@ class Queue(QueueView):
         """Extend the lease; False (and a `stale_rejected` event) when the lease is gone."""
         ttl = self.config.lease_ttl if ttl is None else ttl
 
-        def tx(conn: sqlite3.Connection) -> bool:
+        def work(tx: Tx) -> bool:
             now = self.clock.now()
-            done = conn.execute(q("heartbeat"), {"id": task, "epoch": epoch, "until": now + ttl, "now": now})
-            if done.rowcount == 1:
+            if tx.heartbeat(task, epoch, now + ttl, now):
                 return True
-            self._fenced(conn, now, "heartbeat", task, epoch, worker)
+            self._fenced(tx, now, "heartbeat", task, epoch, worker)
             return False
 
-        return self.write(tx)
+        return self.write(work)
 
-    def effect_of(self, key: str) -> sqlite3.Row | None:
-        return self.conn.execute(q("effect_by_key"), (key,)).fetchone()
+    def effect_of(self, key: str) -> dict | None:
+        return self.store.effect(key)
 
     def complete(self, task: int, epoch: int, worker: str | None = None, result: Any = None,
                  spend: float | None = None) -> str:
@@ -203,15 +196,15 @@ class Queue(QueueView):
         recorded first, in the same transaction, whether the completion is fenced off or not."""
         body = orjson.dumps(result).decode() if result is not None else None
 
-        def tx(conn: sqlite3.Connection) -> tuple[str, list[Lease]]:
+        def work(tx: Tx) -> tuple[str, list[Lease]]:
             now = self.clock.now()
             for effect in side_effects:
-                self._event(conn, effect.event, now, task=task, key=effect.key, attempt=effect.attempt,
+                self._event(tx, effect.event, now, task=task, key=effect.key, attempt=effect.attempt,
                             epoch=epoch, worker=worker, data=effect.data)
-            outcome = self._complete(conn, now, task, epoch, worker, body, spend)
-            return outcome, (self._lease(conn, now, worker, limit, ttl) if limit and worker else [])
+            outcome = self._complete(tx, now, task, epoch, worker, body, spend)
+            return outcome, (self._lease(tx, now, worker, limit, ttl) if limit and worker else [])
 
-        return self.write(tx)
+        return self.write(work)
 
     def complete_many(self, done: Sequence[tuple[int, int, Any]], worker: str | None = None) -> list[str]:
         """`complete` for several leases in one transaction (a batch acknowledgement): one outcome
@@ -224,41 +217,36 @@ class Queue(QueueView):
             return []
         bodies = [orjson.dumps(result).decode() if result is not None else None for _task, _epoch, result in done]
 
-        def tx(conn: sqlite3.Connection) -> list[str]:
+        def work(tx: Tx) -> list[str]:
             now = self.clock.now()
-            return [self._complete(conn, now, task, epoch, worker, body)
+            return [self._complete(tx, now, task, epoch, worker, body)
                     for (task, epoch, _result), body in zip(done, bodies)]
 
-        return self.write(tx)
+        return self.write(work)
 
-    def _complete(self, conn: sqlite3.Connection, now: float, task: int, epoch: int, worker: str | None,
+    def _complete(self, tx: Tx, now: float, task: int, epoch: int, worker: str | None,
                   body: str | None, spend: float | None = None) -> str:
         # The guard is the UPDATE's WHERE: it applies only while (IN_PROGRESS, epoch) holds.
-        row = conn.execute(q("finish_returning" if self.config.fencing else "finish_unfenced_returning"),
-                           {"state": "DONE", "now": now, "error": None, "detail": None,
-                            "id": task, "epoch": epoch}).fetchone()
+        row = tx.finish_returning(task, epoch, "DONE", now, None, None, fenced=self.config.fencing)
         if row is None:
-            self._fenced(conn, now, "complete", task, epoch, worker)
+            self._fenced(tx, now, "complete", task, epoch, worker)
             return "stale_rejected"
         if spend is not None and row["budget"] is not None and spend > row["budget"]:
-            self._event(conn, "guardrail_exceeded", now, task=task, key=row["key"], state="IN_PROGRESS",
+            self._event(tx, "guardrail_exceeded", now, task=task, key=row["key"], state="IN_PROGRESS",
                         prev="IN_PROGRESS", attempt=row["attempt"], epoch=epoch, worker=worker,
                         error=ErrorClass.GUARDRAIL.value,
                         data={"spend": spend, "budget": row["budget"], "blocked": False})
-        inserted = conn.execute(
-            q("insert_effect"),
-            {"key": row["key"], "task": task, "epoch": epoch, "worker": worker, "t": now, "result": body},
-        ).rowcount
-        event = "completed" if inserted == 1 else "idempotency_skip"
-        self._event(conn, event, now, task=task, key=row["key"], state="DONE", prev="IN_PROGRESS",
+        inserted = tx.insert_effect(row["key"], task, epoch, worker, now, body)
+        event = "completed" if inserted else "idempotency_skip"
+        self._event(tx, event, now, task=task, key=row["key"], state="DONE", prev="IN_PROGRESS",
                     attempt=row["attempt"], epoch=epoch, worker=worker)
         return event
 
-    def _fault(self, conn: sqlite3.Connection, now: float, fault: str | None, row: sqlite3.Row,
+    def _fault(self, tx: Tx, now: float, fault: str | None, row: dict,
                worker: str | None) -> None:
         """Record a planned fault that a handler raised, in the transaction that reports it."""
         if fault:
-            self._event(conn, "fault_injected", now, task=row["id"], key=row["key"], state=row["state"],
+            self._event(tx, "fault_injected", now, task=row["id"], key=row["key"], state=row["state"],
                         prev=row["state"], attempt=row["attempt"], epoch=row["epoch"], worker=worker,
                         data={"kind": fault, "target": task_name(row["id"])})
 
@@ -269,109 +257,103 @@ class Queue(QueueView):
         error = ErrorClass(error)
         detail = shorten(detail) if detail else None
 
-        def tx(conn: sqlite3.Connection) -> str:
+        def work(tx: Tx) -> str:
             now = self.clock.now()
-            row = self._fenced(conn, now, "fail", task, epoch, worker)
+            row = self._fenced(tx, now, "fail", task, epoch, worker)
             if row is None:
                 return "stale_rejected"
-            self._fault(conn, now, fault, row, worker)
+            self._fault(tx, now, fault, row, worker)
             backoff = self.config.retry.decide(error, row["attempt"], row["unknown_seen"], self.rng,
                                                max_attempts=row["max_attempts"])
             common = {"task": task, "key": row["key"], "prev": "IN_PROGRESS", "attempt": row["attempt"],
                       "epoch": epoch, "worker": worker, "error": error.value}
             if backoff is None:
-                conn.execute(q("finish"), {"state": "FAILED", "now": now, "error": error.value,
-                                           "detail": detail, "id": task, "epoch": epoch})
-                self._event(conn, "failed", now, state="FAILED", data={"detail": detail}, **common)
+                tx.finish(task, epoch, "FAILED", now, error.value, detail)
+                self._event(tx, "failed", now, state="FAILED", data={"detail": detail}, **common)
                 return "failed"
-            conn.execute(q("reschedule"), {"now": now, "due_at": now + backoff, "error": error.value,
-                                           "detail": detail, "unknown": int(error is ErrorClass.UNKNOWN),
-                                           "refund": 0, "id": task, "epoch": epoch})
-            self._event(conn, "retry_scheduled", now, state="PENDING",
+            tx.reschedule(task, epoch, now, now + backoff, error.value, detail,
+                          unknown=int(error is ErrorClass.UNKNOWN), refund=0)
+            self._event(tx, "retry_scheduled", now, state="PENDING",
                         data={"backoff": round(backoff, 3), "detail": detail}, **common)
             return "retry_scheduled"
 
-        return self.write(tx)
+        return self.write(work)
 
     def block(self, task: int, epoch: int, worker: str | None, spend: float, budget: float | None,
               fault: str | None = None) -> str:
         """Guardrail hard exceed: record `guardrail_exceeded` and move the task to BLOCKED."""
 
-        def tx(conn: sqlite3.Connection) -> str:
+        def work(tx: Tx) -> str:
             now = self.clock.now()
-            row = self._fenced(conn, now, "block", task, epoch, worker)
+            row = self._fenced(tx, now, "block", task, epoch, worker)
             if row is None:
                 return "stale_rejected"
-            self._fault(conn, now, fault, row, worker)
+            self._fault(tx, now, fault, row, worker)
             common = {"task": task, "key": row["key"], "attempt": row["attempt"], "epoch": epoch,
                       "worker": worker, "error": ErrorClass.GUARDRAIL.value}
             figures = {"spend": spend, "budget": budget}
-            self._event(conn, "guardrail_exceeded", now, state="IN_PROGRESS", prev="IN_PROGRESS",
+            self._event(tx, "guardrail_exceeded", now, state="IN_PROGRESS", prev="IN_PROGRESS",
                         data={**figures, "blocked": True}, **common)
-            conn.execute(q("finish"), {"state": "BLOCKED", "now": now, "error": ErrorClass.GUARDRAIL.value,
-                                       "detail": f"spend {spend:g} > budget {budget}", "id": task,
-                                       "epoch": epoch})
-            self._event(conn, "blocked", now, state="BLOCKED", prev="IN_PROGRESS", data=figures, **common)
+            tx.finish(task, epoch, "BLOCKED", now, ErrorClass.GUARDRAIL.value, f"spend {spend:g} > budget {budget}")
+            self._event(tx, "blocked", now, state="BLOCKED", prev="IN_PROGRESS", data=figures, **common)
             return "blocked"
 
-        return self.write(tx)
+        return self.write(work)
 
     def release(self, task: int, epoch: int, worker: str | None) -> str:
         """Give a lease back unrun (worker shutting down): PENDING at once, attempt not counted."""
 
-        def tx(conn: sqlite3.Connection) -> str:
+        def work(tx: Tx) -> str:
             now = self.clock.now()
-            row = self._fenced(conn, now, "release", task, epoch, worker)
+            row = self._fenced(tx, now, "release", task, epoch, worker)
             if row is None:
                 return "stale_rejected"
-            conn.execute(q("reschedule"), {"now": now, "due_at": now, "error": None, "detail": None,
-                                           "unknown": 0, "refund": 1, "id": task, "epoch": epoch})
-            self._event(conn, "released", now, task=task, key=row["key"], state="PENDING",
+            tx.reschedule(task, epoch, now, now, None, None, unknown=0, refund=1)
+            self._event(tx, "released", now, task=task, key=row["key"], state="PENDING",
                         prev="IN_PROGRESS", attempt=row["attempt"] - 1, epoch=epoch, worker=worker)
             return "released"
 
-        return self._kicking(self.write(tx))
+        return self._kicking(self.write(work))
 
     def reap(self) -> list[tuple[int, str]]:
         """Return expired leases to PENDING (the attempt counts) or to FAILED (`lease_timeout`)
         when the attempts are spent. Returns (task, new state) pairs. Looks before it writes: a
         reaper that finds nothing expired (nearly every tick) does not take the write lock."""
-        if not self.conn.execute(q("count_expired"), (self.clock.now(),)).fetchone()[0]:
+        if not self.store.count_expired(self.clock.now()):
             return []
 
-        def tx(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+        def work(tx: Tx) -> list[tuple[int, str]]:
             now = self.clock.now()
             out = []
-            for row in conn.execute(q("expired_leases"), (now, REAP_BATCH)).fetchall():
+            for row in tx.expired_leases(now, REAP_BATCH):
                 spent = row["attempt"] >= row["max_attempts"]
                 state = "FAILED" if spent else "PENDING"
-                params = {"now": now, "error": ErrorClass.LEASE_TIMEOUT.value, "detail": None,
-                          "id": row["id"], "epoch": row["epoch"]}
+                timeout = ErrorClass.LEASE_TIMEOUT.value
                 if spent:
-                    conn.execute(q("finish"), {"state": "FAILED", **params})
+                    tx.finish(row["id"], row["epoch"], "FAILED", now, timeout, None)
                 else:
-                    conn.execute(q("reschedule"), {"due_at": now, "unknown": 0, "refund": 0, **params})
-                self._event(conn, "lease_expired", now, task=row["id"], key=row["key"], state=state,
+                    tx.reschedule(row["id"], row["epoch"], now, now, timeout, None, unknown=0, refund=0)
+                self._event(tx, "lease_expired", now, task=row["id"], key=row["key"], state=state,
                             prev="IN_PROGRESS", attempt=row["attempt"], epoch=row["epoch"],
                             worker=row["worker"], error=ErrorClass.LEASE_TIMEOUT.value,
                             data={"lease_until": row["lease_until"]})
                 out.append((row["id"], state))
             return out
 
-        reaped = self.write(tx)
+        reaped = self.write(work)
         return self._kicking(reaped, len(reaped))
 
     # --- operator actions ---------------------------------------------------------------
     def operate(self, action: str, task: int, *, actor: str, notes: str | None = None,
                 budget: float | None = None) -> Task:
         """cancel | replan | retry | done | fail through the guarded state machine."""
-        return self._kicking(self.write(lambda conn: self._operate(conn, self.clock.now(), action, task, actor,
+        return self._kicking(self.write(lambda tx: self._operate(tx, self.clock.now(), action, task, actor,
                                                                  notes, budget)))
 
-    def _operate(self, conn: sqlite3.Connection, now: float, action: str, task: int, actor: str,
+    def _operate(self, tx: Tx, now: float, action: str, task: int, actor: str,
                  notes: str | None, budget: float | None) -> Task:
         allowed, target = OPERATOR_ACTIONS[action]
-        row = conn.execute(q("task_by_id"), (task,)).fetchone()
+        row = tx.task(task)
         if row is None:
             raise UnknownTask(f"no task {task_name(task)}")
         current = State(row["state"])
@@ -396,25 +378,25 @@ class Queue(QueueView):
         }
         if action == "fail":
             update.update(error=ErrorClass.OPERATOR.value, detail=shorten(notes or ""))
-        conn.execute(q("operator_update"), update)
+        tx.operator_update(update)
         data = {"budget": budget} if budget is not None else None
         if action == "fail":
             data = {**(data or {}), "detail": notes}
-        self._event(conn, ACTION_EVENTS[action], now, task=task, key=row["key"], state=new_state.value,
+        self._event(tx, ACTION_EVENTS[action], now, task=task, key=row["key"], state=new_state.value,
                     prev=current.value, attempt=update["attempt"], epoch=row["epoch"],
                     worker=row["worker"], error=update["error"] if action == "fail" else None,
                     actor=actor, notes=notes, data=data)
-        return Task.from_row(conn.execute(q("task_by_id"), (task,)).fetchone())
+        return Task.from_row(tx.task(task))
 
     def select_ids(self, state: State, error: str | None = None) -> list[int]:
-        return [r[0] for r in self.conn.execute(q("ids_by_state_error"), {"state": state.value, "error": error})]
+        return self.store.ids_by_state_error(state.value, error)
 
     def operate_many(self, action: str, tasks: Iterable[int], *, actor: str, notes: str | None = None) -> list[Task]:
         """Apply one action to many tasks in one transaction: all or nothing."""
         ids = list(tasks)
 
-        def tx(conn: sqlite3.Connection) -> list[Task]:
+        def work(tx: Tx) -> list[Task]:
             now = self.clock.now()
-            return [self._operate(conn, now, action, t, actor, notes, None) for t in ids]
+            return [self._operate(tx, now, action, t, actor, notes, None) for t in ids]
 
-        return self._kicking(self.write(tx), len(ids))
+        return self._kicking(self.write(work), len(ids))

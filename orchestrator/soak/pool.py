@@ -123,6 +123,7 @@ class PoolConfig:
     lock_socket: Path
     folder: Path  # the run's folder under home/run/: pid file, process output
     command: tuple[str, ...] = COMMAND  # `python -m MODULE`: what each process runs, before its arguments
+    db_args: tuple[str, ...] = ()  # `--db URL` when the run's database is not the home's own (`Home.db_args`)
 
     def __post_init__(self) -> None:
         if len(self.command) != 3 or self.command[1] != "-m":
@@ -136,7 +137,7 @@ class Pool:
         self.stopped: set[int] = set()  # pids held by SIGSTOP
 
     def _orch(self, *args: str) -> list[str]:
-        return [*self.config.command, *args, "--home", str(self.config.home)]
+        return [*self.config.command, *args, "--home", str(self.config.home), *self.config.db_args]
 
     def _spawn(self, name: str, role: str, argv: list[str]) -> Proc:
         if not self.procs:  # takes effect only before the fork server starts (the first spawn)

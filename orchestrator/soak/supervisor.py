@@ -96,7 +96,7 @@ class Supervisor:
         self.pool = Pool(PoolConfig(
             home=home.root, run_id=run.id, workers=options.workers, handler=options.handler, ttl=self.ttl,
             poll=0.5, batch=options.batch, inflight_cap=profile.inflight_cap or None,
-            lock_socket=self.folder / "agent.sock", folder=self.folder,
+            lock_socket=self.folder / "agent.sock", folder=self.folder, db_args=tuple(home.db_args),
         ))
         self.cursor = run.next_arrival
         self.dup_cursor = run.next_dup

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import platform
 import re
-import sqlite3
 import sys
 import tarfile
 import time
@@ -29,7 +28,7 @@ import orjson
 from orchestrator.core.errors import StoreError
 from orchestrator.core.home import Home
 from orchestrator.queue.runs import Run, RunStore, pid_alive
-from orchestrator.queue.sqlfile import q
+from orchestrator.queue.backend import engine_versions
 from orchestrator.queue.writes import Queue
 
 URL = re.compile(r"\b(https?)://([^\s\"'/?#@]*@)?([^\s\"'/?#:]+)(:\d+)?[^\s\"']*")
@@ -52,8 +51,7 @@ def versions() -> dict[str, Any]:
             deps[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             deps[name] = None
-    return {"python": sys.version, "sqlite": sqlite3.sqlite_version, "platform": platform.platform(),
-            "packages": deps}
+    return {"python": sys.version, **engine_versions(), "platform": platform.platform(), "packages": deps}
 
 
 def tail_lines(path: Path, n: int) -> bytes:
@@ -106,10 +104,10 @@ def collect(home: Home, lines: int = 200) -> dict[str, bytes]:
         try:
             with Queue(home.db, create=False) as queue:
                 run = RunStore(queue).latest()
-                check = [r[0] for r in queue.conn.execute(q("integrity_check"))]
+                check = queue.store.integrity_check()
                 status = queue.status(recent=20)
                 members["database.json"] = {"path": str(home.db), "integrity_check": check, "status": status}
-        except (StoreError, sqlite3.DatabaseError) as exc:
+        except StoreError as exc:
             members["database.json"] = {"path": str(home.db), "error": str(exc)}
     else:
         members["database.json"] = {"path": str(home.db), "error": "no queue database"}

@@ -24,7 +24,6 @@ from orchestrator.faults.client import lock_requester
 from orchestrator.handlers.context import LeaseLost, Stopping, TaskContext, load_handler, payload_of
 from orchestrator.handlers.ledger import Ledger
 from orchestrator.queue.probe import install
-from orchestrator.queue.sqlfile import q
 from orchestrator.queue.tasks import Lease, SideEffect
 from orchestrator.queue.writes import Queue
 
@@ -272,7 +271,7 @@ class Worker:
 
     def _probe_write(self) -> None:
         """One write with SQLite's busy timeout only, no retries (how db_lock faults surface)."""
-        self.queue.write.try_once(lambda conn: conn.execute(q("last_seq")).fetchone())
+        self.queue.write.try_once(lambda tx: tx.last_seq())
 
     def _run_one(self, lease: Lease, more: int) -> list[Lease]:
         """Run one leased task and report it; a success also leases up to `more` next tasks in

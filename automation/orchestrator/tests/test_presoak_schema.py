@@ -23,7 +23,7 @@ def test_home_layout_matches_the_soak_plan(home):
 
 
 def test_queue_schema(queue, home):
-    conn = queue.conn
+    conn = queue.store.conn  # the SQLite backend's schema, as the soak plan expects it
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"meta", "tasks", "events", "effects", "runs"} <= tables
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}

@@ -1,4 +1,4 @@
-"""Loads `queue.sql`: statements under `-- name: NAME` headers, looked up by name."""
+"""Loads `queries.sql`: the SQLite backend's statements under `-- name: NAME` headers, looked up by name."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 @cache
 def queries() -> dict[str, str]:
-    text = resources.files(__package__).joinpath("queue.sql").read_text(encoding="utf-8")
+    text = resources.files(__package__).joinpath("queries.sql").read_text(encoding="utf-8")
     parts = _HEADER.split(text)
     # parts: [preamble, name1, body1, name2, body2, ...]
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2])}

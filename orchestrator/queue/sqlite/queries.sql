@@ -1,5 +1,5 @@
--- Every SQL statement of the package lives in this file, each under a `-- name:` header.
--- orchestrator/sqlfile.py loads it; orchestrator/queue.py (and the run store) execute it.
+-- Every SQL statement of the SQLite backend lives in this file, each under a `-- name:` header.
+-- orchestrator/queue/sqlite/sqlfile.py loads it; only orchestrator/queue/sqlite/ executes it.
 
 -- name: schema
 CREATE TABLE IF NOT EXISTS meta (
@@ -87,7 +87,7 @@ INSERT OR IGNORE INTO meta (name, value) VALUES ('schema', 'orch-queue/1');
 -- flight (bounded by workers x lease limit, or by the in-flight cap), not the queue's depth. The
 -- error indexes are partial: a task with no error class is in neither.
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at, id) WHERE state = 'PENDING';
--- The on-call tasks view (orchestrator/queue/search.py): keyset pages newest first by state, the id
+-- The on-call tasks view (orchestrator/queue/search.py, served by orchestrator/queue/sqlite/backend.py): keyset pages newest first by state, the id
 -- bounds of an enqueue-time range, and the tasks that ever had an error class: every event that
 -- gives a task an error class records it (retry_scheduled, failed, lease_expired,
 -- guardrail_exceeded, blocked, closed_failed), so events_error holds each (class, task) an attempt
@@ -99,7 +99,7 @@ CREATE INDEX IF NOT EXISTS tasks_enqueued ON tasks (enqueued_at);
 CREATE INDEX IF NOT EXISTS events_error ON events (error, task) WHERE error IS NOT NULL;
 -- Indexes of earlier versions that every lease and completion paid for (see above), and the last
 -- error's index the tasks view no longer reads. An older database gets this block once when it is
--- opened (orchestrator/queue/store.py).
+-- opened (orchestrator/queue/sqlite/store.py).
 DROP INDEX IF EXISTS tasks_lease;
 DROP INDEX IF EXISTS tasks_state;
 DROP INDEX IF EXISTS tasks_error;
@@ -354,3 +354,10 @@ SELECT id FROM tasks INDEXED BY tasks_enqueued WHERE enqueued_at <= ? ORDER BY e
 
 -- name: integrity_check
 PRAGMA integrity_check;
+
+-- name: index_names
+SELECT name FROM sqlite_master WHERE type = 'index';
+
+-- name: schema_rows
+SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name;
+

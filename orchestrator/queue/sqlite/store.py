@@ -1,4 +1,4 @@
-"""Opening the queue database: WAL, pragmas, schema checks, and write transactions.
+"""The SQLite backend's connections: WAL, pragmas, schema checks, and write transactions.
 
 Writers take the write lock with `BEGIN IMMEDIATE`. SQLite's busy timeout (in soak seconds,
 converted through the clock) waits for it; when SQLite still answers busy, tenacity retries with
@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
@@ -23,7 +23,7 @@ from orchestrator.core.clock import Clock
 from orchestrator.core.errors import DbLockError, StoreError
 from orchestrator.core.model import QueueConfig
 from orchestrator.core.skipclock import SHIP
-from orchestrator.queue.sqlfile import q
+from orchestrator.queue.sqlite.sqlfile import q
 
 SCHEMA_ID = "orch-queue/1"
 _INDEX_DDL = re.compile(r"^(CREATE|DROP) INDEX IF (?:NOT )?EXISTS (\w+)", re.MULTILINE)
@@ -108,7 +108,7 @@ def _upgrade_runs(conn: sqlite3.Connection) -> None:
 
 @functools.cache
 def _index_names() -> tuple[frozenset[str], frozenset[str]]:
-    """The indexes queue.sql's `indexes` block creates, and the ones it drops."""
+    """The indexes queries.sql's `indexes` block creates, and the ones it drops."""
     found = _INDEX_DDL.findall(q("indexes"))
     return (frozenset(name for verb, name in found if verb == "CREATE"),
             frozenset(name for verb, name in found if verb == "DROP"))
@@ -118,7 +118,7 @@ def _upgrade_indexes(conn: sqlite3.Connection) -> None:
     """A database made by an earlier version gets this version's indexes (queries name some of
     them in INDEXED BY) and loses the ones that only slowed writes. Nothing is written when the
     indexes already match; a database that cannot be written now keeps its old ones."""
-    have = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    have = {row[0] for row in conn.execute(q("index_names"))}
     wanted, dropped = _index_names()
     if wanted <= have and not dropped & have:
         return
@@ -144,11 +144,13 @@ def _create_schema(conn: sqlite3.Connection) -> None:
 
 
 class Writer:
-    """Runs functions inside `BEGIN IMMEDIATE` transactions, retrying busy with backoff."""
+    """Runs functions inside `BEGIN IMMEDIATE` transactions, retrying busy with backoff. Each
+    function is given `tx` (the backend's statements on this connection), never the connection."""
 
     def __init__(self, conn: sqlite3.Connection, clock: Clock, config: QueueConfig,
-                 queue_file: Path | None = None):
+                 queue_file: Path | None = None, *, tx: Any):
         self.conn = conn
+        self.tx = tx
         self.lock_retries = 0
         # Writers of this package queue on a kernel lock before `BEGIN IMMEDIATE`: the next one
         # wakes as soon as the lock is free instead of sleeping in SQLite's busy handler. A writer
@@ -194,7 +196,7 @@ class Writer:
     def _count(self, _state) -> None:
         self.lock_retries += 1
 
-    def __call__(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def __call__(self, fn: Callable[[Any], T]) -> T:
         try:
             try:
                 return self._once(fn)  # the usual case: no contention, no retry machinery
@@ -216,7 +218,7 @@ class Writer:
             os.close(self._queue_fd)
             self._queue_fd = None
 
-    def _once(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _once(self, fn: Callable[[Any], T]) -> T:
         if self._queue_file is None:
             return self._transaction(fn)
         self._take_turn()
@@ -246,21 +248,25 @@ class Writer:
                 time.sleep(pause)
                 pause = min(pause * 2, 0.0002)
 
-    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _transaction(self, fn: Callable[[Any], T]) -> T:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
+        tx = self.tx
+        tx.writing = True
         try:
-            result = fn(conn)
+            result = fn(tx)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        finally:
+            tx.writing = False
         if self.clock.skips:  # the shipper ships this commit's events while the writer goes on
             self.clock.kick(1, SHIP)
         return result
 
-    def unqueued(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def unqueued(self, fn: Callable[[Any], T]) -> T:
         """A transaction that skips the writers' kernel queue and meets the write lock as a
         foreign writer would (busy timeout and retries only): how the lock hog holds it."""
         self._retry_from = self.clock.now()
@@ -269,7 +275,7 @@ class Writer:
         except RetryError:
             raise DbLockError(f"write lock not acquired within {self._bound_soak:g} soak seconds") from None
 
-    def try_once(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def try_once(self, fn: Callable[[Any], T]) -> T:
         """One attempt with SQLite's busy timeout only: busy raises `DbLockError` at once."""
         try:
             return self._once(fn)
