@@ -442,6 +442,10 @@ class Supervisor:
                     progress.tick()
                     if self.clock.skips:
                         self._guarded(self.job_watch)()  # a wall-time look: the skip jobs wait in soak time
+                        if not sched.is_alive() and not self.stopping.is_set():
+                            # its thread died (its error is on stderr): nothing would enqueue or jump again
+                            self.stop_reason = self.stop_reason or "the skip clock's job loop ended"
+                            break
                     if self.drained():
                         self.stop_reason = "finished"
                         break
