@@ -124,8 +124,8 @@ class Shipper:
         self.synced = time.monotonic()
 
     def ended(self) -> bool:
-        """Whether the run has ended. On the skip clock the shipper is woken after nearly every
-        commit, so it reads the run's row only when the clock is frozen (the run winds down) or
+        """Whether the run has ended. On the skip clock the shipper is woken before nearly every
+        jump, so it reads the run's row only when the clock is frozen (the run winds down) or
         SKIP_SYNC_WALL after its last look."""
         clock = self.queue.clock
         if clock.skips and not clock.frozen and time.monotonic() - self.looked < SKIP_SYNC_WALL:

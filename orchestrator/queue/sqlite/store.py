@@ -22,7 +22,6 @@ from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay,
 from orchestrator.core.clock import Clock
 from orchestrator.core.errors import DbLockError, StoreError
 from orchestrator.core.model import QueueConfig
-from orchestrator.core.skipclock import SHIP
 from orchestrator.queue.sqlite.sqlfile import q
 
 SCHEMA_ID = "orch-queue/1"
@@ -262,8 +261,6 @@ class Writer:
             raise
         finally:
             tx.writing = False
-        if self.clock.skips:  # the shipper ships this commit's events while the writer goes on
-            self.clock.kick(1, SHIP)
         return result
 
     def unqueued(self, fn: Callable[[Any], T]) -> T:
