@@ -194,9 +194,11 @@ class SkipClock:
                 self._repair()
 
     def _repair(self) -> None:
-        """A jump half written for a long time: its writer died between the two writes of the
-        sequence lock (SIGKILL). Jumps are written under the lock, so holding it means no writer is
-        at work; the new base is complete in the first write, only the sequence is left odd."""
+        """A jump half written for a long time: its writer died inside it (a stranger's SIGKILL:
+        the supervisor signals only under the lock). Jumps are written under the lock, so holding
+        it means no writer is at work; the sequence is made even again. The base is then the old
+        one, the new one, or the new soak time with the old wall time: soak time runs ahead by the
+        busy stretch before that jump times the rate, and never backwards."""
         with self._locked():
             if self._ints[0] & 1:
                 self._ints[0] += 1
