@@ -37,8 +37,7 @@ from pathlib import Path
 
 HEADER = struct.Struct("<QdddQQQQd")  # seq, base_soak, base_wall, rate, jumps, kicks, frozen, slots in use, skipped
 SLOT = struct.Struct("<qqqqddq")  # pid, starttime, state, topic, deadline, seen, ident
-HEADER_FLOATS = (1, 2, 3, 8)  # the header's words that hold a double (the rest are integers)
-SLOT_FLOATS = (4, 5)
+SLOT_FLOATS = (4, 5)  # the slot's words that hold a double (deadline, seen; the rest are integers)
 SLOTS = 256
 SIZE = HEADER.size + SLOT.size * SLOTS
 FREE, BUSY, WAITING = 0, 1, 2
@@ -152,17 +151,11 @@ class SkipClock:
     def _slot(self, i: int) -> list:
         return list(SLOT.unpack_from(self._map, HEADER.size + i * SLOT.size))
 
-    def _word(self, index: int, value: float, is_float: bool) -> None:
-        if is_float:
-            self._floats[index] = value
-        else:
-            self._ints[index] = value
-
     def _put(self, i: int, slot: list) -> None:
         """Write slot `i` (under the lock), field by field."""
         base = (HEADER.size + i * SLOT.size) // 8
         for k, value in enumerate(slot):
-            self._word(base + k, value, k in SLOT_FLOATS)
+            (self._floats if k in SLOT_FLOATS else self._ints)[base + k] = value
 
     def _set_base(self, base_soak: float, base_wall: float, skipped: float) -> None:
         """A jump (under the lock): the sequence goes odd, the base changes, the sequence goes

@@ -96,7 +96,8 @@ class SkipJobs(threading.Thread):
                     clock.wait(self.stopping, left, REAP if self.reaps else TIMER)
                     if clock.now() < due:  # woken before any timer: a lease expired
                         for job in self.jobs:
-                            job.next_t = min(job.next_t, clock.now()) if job.on_expiry else job.next_t
+                            if job.on_expiry:
+                                job.next_t = clock.now()
 
     def shutdown(self, wait: bool = True) -> None:
         self.stopping.set()
