@@ -183,9 +183,9 @@ def main() -> int:
         "",
         "| runs | met every SLO | wall s min / median / max | p95 soak s (median) |",
         "|---|---|---|---|",
-        summary_line("72h skip, idle machine", idle),
-        summary_line("24h skip, idle machine", day),
-        summary_line("72h skip, one core kept busy", loaded),
+        summary_line("72h skip, no spinner", idle),
+        summary_line("24h skip, no spinner", day),
+        summary_line("72h skip, one core kept busy by a spinner", loaded),
         summary_line(f"72h constant {args.constant_speed:g}x (baseline)", [base]),
         "",
         f"Baseline ratio: the 72h profile on the skip clock took {median([r['wall'] for r in idle]) / base['wall']:.2f}"

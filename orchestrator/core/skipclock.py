@@ -17,7 +17,8 @@ socket; whoever wakes it first marks its slot busy (under the lock), then sends 
 in flight is already counted as work, and the thread that finds every slot waiting (the last one to
 go idle, or any waiter's periodic look) may jump: nothing can be in flight that the slots do not
 show. The database's part (tasks due, leases to expire, events not shipped) comes from a probe the
-process installs, read under the same lock.
+process installs, read under the same lock. The shipper is an observer (it only reads the database
+and writes the log): its work holds no jump; a reader of the log waits for it instead (LOG).
 """
 
 from __future__ import annotations

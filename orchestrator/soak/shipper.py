@@ -102,8 +102,9 @@ class Shipper:
         self.last = last_shipped(self.path, run.first_seq)
         self.pause = max(queue.clock.to_wall(interval_soak), wall_floor)
         self.stop = threading.Event()
-        # The skip clock waits for every event to be shipped before each jump (tens of thousands
-        # in a rehearsal): there the file is fsync'd at most every SKIP_SYNC_WALL, and at the end.
+        # On the skip clock the shipper is woken at nearly every jump (tens of thousands in a
+        # rehearsal), and each evaluation of the abort rules waits for it: there the file is
+        # fsync'd at most every SKIP_SYNC_WALL, and at the end.
         self.sync_every = SKIP_SYNC_WALL if queue.clock.skips else 0.0
         self.synced = 0.0
         self.looked = 0.0  # when `ended` last read the run's row (monotonic)
