@@ -509,6 +509,11 @@ class SkipClock:
         unshipped = shipped is not None and probe.last_seq > shipped
         if unshipped:  # the shipper ships beside the run; only an evaluation waits for it (LOG)
             self._wake_topic(waiting, SHIP)
+        if probe.due_now is not None and probe.due_now >= looked:
+            self._wake_topic(waiting, WORK)  # a task fell due since the workers last looked
+            return
+        if probe.lease_end is not None and probe.lease_end <= t and self._wake_topic(waiting, REAP):
+            return  # a lease expired that the reaper has yet to return
         readers = [(i, slot) for i, slot in waiting if slot[3] == LOG]
         if readers:
             ready = [(i, slot) for i, slot in readers if shipped is not None and slot[5] <= shipped]
@@ -519,11 +524,6 @@ class SkipClock:
                                           for slot in shipping):
                 return  # no jump while the log a reader waits for is being written
             # no shipper running (dead, restarting): the reader's deadline bounds the jump
-        if probe.due_now is not None and probe.due_now >= looked:
-            self._wake_topic(waiting, WORK)  # a task fell due since the workers last looked
-            return
-        if probe.lease_end is not None and probe.lease_end <= t and self._wake_topic(waiting, REAP):
-            return  # a lease expired that the reaper has yet to return
         for when in (probe.next_due, probe.lease_end):
             if when is not None:
                 earliest = min(earliest, when)
