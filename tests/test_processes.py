@@ -3,7 +3,8 @@
 - `orch worker` processes drain ~2000 tasks while some are SIGKILLed (and replaced) and one is
   paused with SIGSTOP past its lease TTL: every task ends terminal, no key has two effects, and the
   paused worker's late completion is refused (`stale_rejected` with its name).
-- Ten processes enqueue one key at the same moment: one task, nine `duplicate_enqueue`.
+- Ten processes enqueue one key at the same moment: one task, nine `duplicate_enqueue` (on every
+  backend, through the storage interface).
 - A second process holds the write lock: work waits and retries, then continues; past the lock
   bound `DbLockError` is raised and nothing is written.
 """
@@ -189,8 +190,8 @@ def _enqueue_at_barrier(db: str, barrier, results) -> None:
 
 
 @pytest.mark.parametrize("database", ["fresh", "existing"])
-def test_ten_processes_enqueue_one_key_at_once(database, tmp_path, dump):
-    db = tmp_path / "home" / "db" / "queue.db"
+def test_ten_processes_enqueue_one_key_at_once(database, location):
+    db = location  # every backend: a SQLite file, a PostgreSQL database (conftest.py)
     if database == "existing":
         Queue(db).close()
     ctx = multiprocessing.get_context("spawn")
@@ -217,10 +218,10 @@ def test_ten_processes_enqueue_one_key_at_once(database, tmp_path, dump):
         assert queue.status()["total"] == 1
         names = [r["event"] for r in queue.events_after(0)]
         assert names == ["enqueued"] + ["duplicate_enqueue"] * 9
-        before = dump(db)
+        before = queue.store.dump()
         with pytest.raises(KeyConflict):
             queue.enqueue("same-key", {"order": 43, "work": 0.1})
-        assert dump(db) == before
+        assert queue.store.dump() == before
 
 
 # --- a second process holds the write lock ---------------------------------------------------
