@@ -154,8 +154,8 @@ def test_writers_wait_for_a_foreign_writer_then_go_on(location, children, wait_f
         try:
             wait_for(lambda: queue.write.lock_retries >= 3, 30, "the writer to retry the held lock")
             assert writer.is_alive() and outcome == {}  # it waits; nothing got through
-            with pytest.raises(DbLockError):
-                queue.write.try_once(lambda tx: tx.last_seq())  # how a db_lock fault surfaces in a worker
+            with Queue(location, WALL, config) as other, pytest.raises(DbLockError):
+                other.write.try_once(lambda tx: tx.last_seq())  # how a db_lock fault surfaces in a worker
         finally:
             release(hog)
             writer.join(timeout=30)

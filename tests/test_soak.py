@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 from collections import Counter
+import sqlite3
 import subprocess
 from pathlib import Path
 
