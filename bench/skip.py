@@ -81,6 +81,7 @@ def final_states(home: str) -> tuple[float, dict[int, str], set[int]]:
 def run(profile: str, seed: int, clock: tuple[str, ...], label: str, speed: float = 0.0) -> dict:
     row = run_one(profile, speed, seed, None, clock)
     row["label"] = label
+    row["load"] = os.getloadavg()[0]  # what else ran: the machine's 1-minute load as the run ended
     row["soak_end"], row["states"], row["blocked"] = final_states(row["home"])
     row["tasks"] = len(row["states"])
     row.update(clock_figures(row) if clock else {"jumps": None, "busy": None})
@@ -98,12 +99,14 @@ def num(x, fmt=".1f") -> str:
 
 
 def rows_table(rows: list[dict]) -> list[str]:
-    out = ["| run | wall s | verdict | success | p50 / p95 soak s | tasks | tasks per wall s | jumps | busy share |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| run | wall s | verdict | success | p50 / p95 soak s | tasks | tasks per wall s | jumps | busy share "
+           "| load at end |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['label']} | {r['wall']:.1f} | {r['verdict']} | {pct(r['success'])} | "
                    f"{num(r['p50'])} / {num(r['p95'])} | {r['tasks']} | {r['tasks'] / r['wall']:.0f} | "
-                   f"{num(r['jumps'], 'd') if r['jumps'] is not None else '-'} | {pct(r['busy'])} |")
+                   f"{num(r['jumps'], 'd') if r['jumps'] is not None else '-'} | {pct(r['busy'])} | "
+                   f"{r['load']:.2f} |")
     return out
 
 
@@ -175,7 +178,8 @@ def main() -> int:
         f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
         f"{platform.machine()}. Every run is one whole rehearsal (`orch soak start`, real processes and faults) in "
         "a fresh home, one after the other; wall time includes start-up, drain and the summary. Busy rate: "
-        "the default (`--busy-rate`).",
+        "the default (`--busy-rate`). \"load at end\" is the machine's 1-minute load average as each run ended "
+        "(2 cores: about 1 is one core's worth of other work; the one-core-busy runs add 1 themselves).",
         "",
         "| runs | met every SLO | wall s min / median / max | p95 soak s (median) |",
         "|---|---|---|---|",

@@ -16,7 +16,19 @@ import time
 
 import pytest
 
-from orchestrator.core.skipclock import BUSY, REAP, SHIP, WAITING, WORK, Probe, SkipClock, process_state
+from orchestrator.core import skipclock
+from orchestrator.core.skipclock import (
+    BUSY,
+    HOLD,
+    LOCK,
+    REAP,
+    SHIP,
+    WAITING,
+    WORK,
+    Probe,
+    SkipClock,
+    process_state,
+)
 
 DEADLINE = 20.0  # wall seconds any wait of these tests may take at most
 
@@ -148,15 +160,17 @@ def test_unseen_due_work_wakes_the_workers_instead_of_jumping(clock, until):
     assert woken.jumps == 0  # woken first: no jump happened before it looked again
 
 
-def test_unshipped_events_hold_the_jump_and_wake_the_shipper(clock, until):
-    state = {"last": 10}
-    clock.probe = lambda t: Probe(due_now=None, next_due=None, lease_end=None, last_seq=state["last"])
+def test_unshipped_events_wake_the_shipper_and_do_not_hold_the_jump(clock, until):
+    """The shipper is an observer: events it has yet to ship wake it, and the clock jumps on."""
+    clock.probe = lambda t: Probe(due_now=None, next_due=None, lease_end=None, last_seq=10)
     shipped = threading.Event()
+    release = threading.Event()
 
     def shipper() -> None:
         with clock.participant():
             clock.wait(None, None, SHIP, seen=5)  # 5 shipped of 10
             shipped.set()
+            release.wait(2 * DEADLINE)  # at work (busy) while the others go on
             clock.wait(None, None, SHIP, seen=10)
 
     sh = threading.Thread(target=shipper, daemon=True)
@@ -165,8 +179,153 @@ def test_unshipped_events_hold_the_jump_and_wake_the_shipper(clock, until):
     assert clock.jumps == 0
     out: list = []
     s = sleeper(clock, 300.0, out)
+    finish(s)  # the busy shipper did not hold the jump
+    assert out and 300.0 <= out[0][1] < 301.0 and clock.jumps == 1
+    release.set()
+
+
+def test_a_log_reader_waits_for_the_shipper_and_holds_the_jump_meanwhile(clock, until):
+    clock.probe = lambda t: Probe(due_now=None, next_due=None, lease_end=None, last_seq=10)
+    at_five = threading.Event()
+    go_on = threading.Event()
+    read: list = []
+
+    def shipper() -> None:
+        with clock.participant():
+            clock.wait(None, None, SHIP, seen=5)
+            at_five.set()
+            go_on.wait(DEADLINE)  # shipping events 6..10
+            clock.wait(None, None, SHIP, seen=10)
+
+    def reader() -> None:
+        with clock.participant():
+            clock.await_log(10, 60.0)
+            read.append(clock.jumps)
+
+    threading.Thread(target=shipper, daemon=True).start()
+    until(at_five.is_set, "the shipper is woken")
+    r = threading.Thread(target=reader, daemon=True)
+    r.start()
+    until(lambda: WAITING in slot_states(clock), "the reader waits")
+    out: list = []
+    s = sleeper(clock, 30.0, out)  # a jump to 30 s would pass before the log is read
+    until(lambda: slot_states(clock).count(WAITING) == 2, "the reader and the sleeper wait")
+    assert clock.jumps == 0 and not read
+    go_on.set()  # the shipper has shipped 10: the reader goes on before any jump
+    finish(r)
+    assert read == [0]
     finish(s)
-    assert out and clock.jumps == 1  # everything shipped: the jump goes ahead
+
+
+def test_a_log_reader_with_no_shipper_waits_its_deadline_only(clock):
+    clock.probe = lambda t: Probe(due_now=None, next_due=None, lease_end=None, last_seq=10)
+    read: list = []
+
+    def reader() -> None:
+        with clock.participant():
+            t0 = clock.now()
+            clock.await_log(10, 60.0)
+            read.append(clock.now() - t0)
+
+    r = threading.Thread(target=reader, daemon=True)
+    r.start()
+    finish(r)
+    assert read and 60.0 <= read[0] < 61.0 and clock.jumps == 1
+
+
+def test_a_timer_that_ran_out_in_a_busy_stretch_is_woken_by_the_next_look(clock, until, monkeypatch):
+    """A waiter whose deadline passed while the clock ran at its busy rate (not by a jump) is
+    woken by whoever looks next, not at its own next periodic look."""
+    monkeypatch.setattr(skipclock, "LOOK_WALL", 60.0)  # its own look would come after DEADLINE
+    out: list = []
+    woke = threading.Event()
+    with clock.participant():  # busy until both wait: no jump before that
+        late = sleeper(clock, 1000.0, out)
+        until(lambda: WAITING in slot_states(clock), "the sleeper waits")
+        deadline = clock._slot(slot_states(clock).index(WAITING))[4]
+
+        def other() -> None:
+            with clock.participant():
+                clock.sleep(deadline - 0.01 - clock.now())  # the jump wakes this one only
+                woke.set()
+                time.sleep(0.05)  # busy: soak time runs past the other's deadline at rate 1
+                clock.sleep(5000.0)
+
+        o = threading.Thread(target=other, daemon=True)
+        o.start()
+        until(lambda: slot_states(clock).count(WAITING) == 2, "both wait")
+    until(woke.is_set, "the first jump")
+    finish(late)
+    assert out and 1000.0 <= out[0][1] < 1001.0
+    finish(o)
+
+
+def test_a_writer_kept_out_by_a_hold_waits_for_its_release_not_its_backoff(clock, until):
+    tried: list = []
+
+    def holder() -> None:
+        with clock.participant():
+            clock.wait(None, 100.0, HOLD)  # holds the write lock meanwhile
+            clock.released()
+
+    def writer() -> None:
+        with clock.participant():
+            t0 = clock.now()
+            clock.wait(None, 0.05, LOCK)  # its backoff: a jump to it would only meet the lock again
+            tried.append((clock.now() - t0, clock.jumps))
+
+    with clock.participant():  # busy until both wait: no jump before that
+        h = threading.Thread(target=holder, daemon=True)
+        h.start()
+        until(lambda: WAITING in slot_states(clock), "the hold")
+        w = threading.Thread(target=writer, daemon=True)
+        w.start()
+        until(lambda: slot_states(clock).count(WAITING) == 2, "the writer waits")
+        assert clock._slot(slot_states(clock).index(WAITING, 2))[4] == skipclock.INF  # until the release
+    finish(w)
+    finish(h)
+    assert tried and 99.0 < tried[0][0] < 101.0 and tried[0][1] == 1  # one jump: to the release (it began later)
+
+
+def test_a_writer_kept_out_by_a_hold_gives_up_at_its_bound(clock, until):
+    tried: list = []
+
+    def holder() -> None:
+        with clock.participant():
+            clock.wait(None, 100.0, HOLD)
+            clock.released()
+
+    def writer() -> None:
+        with clock.participant():
+            t0 = clock.now()
+            clock.wait(None, 0.05, LOCK, seen=t0 + 30.0)  # gives up 30 s on, before the hold ends
+            tried.append(clock.now() - t0)
+
+    with clock.participant():
+        h = threading.Thread(target=holder, daemon=True)
+        h.start()
+        until(lambda: WAITING in slot_states(clock), "the hold")
+        w = threading.Thread(target=writer, daemon=True)
+        w.start()
+        until(lambda: slot_states(clock).count(WAITING) == 2, "the writer waits")
+    finish(w)
+    finish(h)
+    assert tried and 30.0 <= tried[0] < 31.0
+
+
+def test_a_writer_with_no_hold_waits_its_backoff(clock):
+    tried: list = []
+
+    def writer() -> None:
+        with clock.participant():
+            t0 = clock.now()
+            clock.wait(None, 0.5, LOCK)  # a foreign writer's lock: retry after the backoff
+            tried.append(clock.now() - t0)
+
+    w = threading.Thread(target=writer, daemon=True)
+    w.start()
+    finish(w)
+    assert tried and 0.5 <= tried[0] < 1.0
 
 
 def test_the_database_bounds_the_jump(clock, until):

@@ -41,7 +41,12 @@ SLOT_FLOATS = (4, 5)  # the slot's words that hold a double (deadline, seen; the
 SLOTS = 256
 SIZE = HEADER.size + SLOT.size * SLOTS
 FREE, BUSY, WAITING = 0, 1, 2
-TIMER, WORK, SHIP, REAP = 0, 1, 2, 3  # what a waiting slot waits for (REAP: its timer, or a lease's expiry)
+# What a waiting slot waits for. REAP: its timer, or a lease's expiry. SHIP: events to ship (the
+# shipper, an observer: it only reads the database and writes the log, so its work holds no jump).
+# LOG: the shipper to have shipped the seq in the slot's `seen` (an evaluation of the abort rules).
+# HOLD: a timer of a participant that holds the database's write lock meanwhile (the lock hog).
+# LOCK: a writer kept out of the write lock: until the HOLD ends (`released`), else its backoff.
+TIMER, WORK, SHIP, REAP, LOG, HOLD, LOCK = 0, 1, 2, 3, 4, 5, 6
 LOOK_WALL = 0.05  # wall seconds: a waiter's periodic look (a lost wake, a signal, a dead peer)
 INF = math.inf
 
@@ -286,8 +291,13 @@ class SkipClock:
         """Wait until `event` is set or `soak_seconds` of soak time passed (None: until woken);
         returns whether the event is set. `topic` WORK: wake when work may be due (`seen` is the
         soak time of this worker's last look at the queue); SHIP: wake when events wait to be
-        shipped (`seen`: the last seq shipped); REAP: wake at the deadline or when a lease has
-        expired (the reaper: it needs no timer of its own for leases that heartbeats keep moving).
+        shipped (`seen`: the last seq shipped; the thread is the shipper, whose work holds no
+        jump); REAP: wake at the deadline or when a lease has expired (the reaper: it needs no
+        timer of its own for leases that heartbeats keep moving); LOG: wake when the shipper has
+        shipped seq `seen` (no jump until then, unless no shipper is running) or at the deadline;
+        HOLD: a timer while holding the write lock; LOCK: a writer's backoff, or, while a HOLD
+        holds the lock, until its `released` (a hold of 8 soak seconds costs one more try, not a
+        dozen) or soak time `seen`, when the writer gives up (0: never).
         A thread that is not a participant polls."""
         deadline = INF if soak_seconds is None else self.now() + max(soak_seconds, 0.0)
         i = getattr(self._local, "slot", None)
@@ -297,6 +307,8 @@ class SkipClock:
             return True
         sock = self._sockets[i]
         with self._locked():
+            if topic == LOCK and self._holder() is not None:
+                deadline = seen or INF  # the holder's `released` wakes it, or the writer gives up
             slot = self._slot(i)
             slot[2:6] = [WAITING, topic, deadline, seen]
             self._put(i, slot)
@@ -312,7 +324,7 @@ class SkipClock:
                 if left <= 0:
                     return False
                 if self._slot(i)[2] == BUSY:  # woken
-                    if topic != TIMER:
+                    if topic not in (TIMER, HOLD):
                         return event is not None and event.is_set()
                     with self._locked():  # a wake for a timer that is not due yet: wait on
                         slot = self._slot(i)
@@ -388,6 +400,37 @@ class SkipClock:
                 self._put(slot, current)
             return True
 
+    def _holder(self) -> int | None:
+        """Under the lock: the slot of a live participant holding the write lock (HOLD), if any."""
+        for i in range(self._used()):
+            slot = self._slot(i)
+            if slot[2] != FREE and slot[3] == HOLD and (
+                    slot[0] == self._pid or process_state(slot[0], slot[1]) != "dead"):
+                return i
+        return None
+
+    def released(self) -> None:
+        """The calling participant let the write lock go (its HOLD ended): wake the writers that
+        wait for it (LOCK)."""
+        with self._locked():
+            i = getattr(self._local, "slot", None)
+            slot = None if i is None else self._slot(i)
+            if slot is not None and slot[3] == HOLD:  # no longer the holder
+                slot[3] = TIMER
+                self._put(i, slot)
+            self._wake_waiting(LOCK)
+
+    def _wake_waiting(self, topic: int) -> None:
+        for i in range(self._used()):
+            slot = self._slot(i)
+            if slot[2] == WAITING and slot[3] == topic:
+                self._wake(i)
+
+    def await_log(self, seq: int, soak_seconds: float) -> None:
+        """Wait until the shipper has written every event up to `seq` to the log, at most
+        `soak_seconds` (a shipper that is gone does not hold the clock for longer)."""
+        self.wait(None, soak_seconds, LOG, seen=seq)
+
     def freeze(self) -> None:
         """No more jumps (the run winds down): soak time runs on at the busy rate."""
         with self._locked():
@@ -411,12 +454,12 @@ class SkipClock:
     # --- the jump --------------------------------------------------------------------------
     def _may_jump(self) -> bool:
         """A look without the lock: False when a participant is plainly at work (a busy slot of
-        a running process), so a waiter's periodic look takes the lock only when a jump may be
-        due (every participant waiting, or a busy one stopped or dead)."""
+        a running process, the shipper aside), so a waiter's periodic look takes the lock only
+        when a jump may be due (every participant waiting, or a busy one stopped or dead)."""
         t = self.now()
         for i in range(self._used()):
             slot = self._slot(i)
-            if (slot[2] == BUSY or (slot[2] == WAITING and slot[4] <= t)) and (
+            if (slot[2] == BUSY and slot[3] != SHIP or (slot[2] == WAITING and slot[4] <= t)) and (
                     slot[0] == self._pid or process_state(slot[0], slot[1]) == "run"):
                 return False
         return True
@@ -430,17 +473,26 @@ class SkipClock:
         t = self.now()
         earliest, looked, shipped = INF, INF, None
         waiting: list[tuple[int, list]] = []
+        shipping: list[list] = []  # the shipper at work: an observer, it holds no jump
         for i in range(self._used()):
             slot = self._slot(i)
             if slot[2] == FREE:
+                continue
+            if slot[2] == BUSY and slot[3] == SHIP:
+                shipping.append(slot)
                 continue
             due = slot[2] == BUSY or slot[4] <= t
             if due:
                 state = "run" if slot[0] == self._pid else process_state(slot[0], slot[1])
                 if state == "dead":
                     self._put(i, [0, 0, FREE, TIMER, INF, 0.0, 0])
+                    if slot[3] == HOLD:  # its lock died with it: the writers waiting for it try again
+                        self._wake_waiting(LOCK)
+                        return
                     continue
                 if state == "run":
+                    if slot[2] == WAITING:  # its timer ran out while the clock ran at the busy rate:
+                        self._wake(i)  # wake it now, not at its next periodic look (up to LOOK_WALL)
                     return  # someone works, or is about to
                 continue  # stopped (SIGSTOP): it does nothing until SIGCONT, as in a real run
             waiting.append((i, slot))
@@ -453,9 +505,19 @@ class SkipClock:
             probe = self.probe(t)
         except Exception:  # the database cannot answer now (busy, gone): no jump; a later look asks again
             return
-        if shipped is not None and probe.last_seq > shipped:
+        unshipped = shipped is not None and probe.last_seq > shipped
+        if unshipped:  # the shipper ships beside the run; only an evaluation waits for it (LOG)
             self._wake_topic(waiting, SHIP)
-            return
+        readers = [(i, slot) for i, slot in waiting if slot[3] == LOG]
+        if readers:
+            ready = [(i, slot) for i, slot in readers if shipped is not None and slot[5] <= shipped]
+            if ready:
+                self._wake_topic(ready, LOG)  # the events it needs are in the log: read it
+                return
+            if shipped is not None or any(slot[0] == self._pid or process_state(slot[0], slot[1]) == "run"
+                                          for slot in shipping):
+                return  # no jump while the log a reader waits for is being written
+            # no shipper running (dead, restarting): the reader's deadline bounds the jump
         if probe.due_now is not None and probe.due_now >= looked:
             self._wake_topic(waiting, WORK)  # a task fell due since the workers last looked
             return

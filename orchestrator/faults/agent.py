@@ -21,6 +21,7 @@ import orjson
 
 from orchestrator.core.errors import OrchestratorError
 from orchestrator.core.heap import keep_freed_memory
+from orchestrator.core.skipclock import HOLD
 from orchestrator.faults.client import address
 from orchestrator.queue.probe import install
 from orchestrator.queue.runs import join
@@ -92,7 +93,7 @@ class Agent:
         def wait_soak(_: float) -> None:
             """The skip clock: the hold time is a soak-time wait (the clock may jump to its end),
             then the asker's `met` as above."""
-            queue.clock.wait(self.stop, soak_seconds)
+            queue.clock.wait(self.stop, soak_seconds, HOLD)  # writers kept out wait for `released`
             conn.settimeout(HOLD_WALL_CAP)
             try:
                 conn.recv(16)

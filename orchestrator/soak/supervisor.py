@@ -48,6 +48,9 @@ from orchestrator.soak.skipjobs import Job, SkipJobs, every, never
 from orchestrator.soak.shipper import Shipper, header_line, link_latest, write_header
 
 TTL_WALL_FLOOR = 0.05  # wall seconds: a lease must outlive a WAL checkpoint stall (10-30 ms)
+# soak seconds an evaluation on the skip clock waits for the shipper to write the events committed
+# before it (a real shipper writes every soak second); one gone or stalled holds it no longer
+LOG_WAIT = 1.0
 EXIT_CODES = {"PASS": 0, "FAIL": 1, "INCOMPLETE": 1, "STOPPED": 1, "ABORTED": 3}
 
 
@@ -280,6 +283,10 @@ class Supervisor:
 
     def job_evaluate(self) -> None:
         now_t = self.now_t()
+        db_seq = None
+        if self.clock.skips:  # the shipper ships beside the run: wait for the events committed so far
+            db_seq = self._queue().last_seq()
+            self.clock.await_log(db_seq, LOG_WAIT)
         try:
             events = self.tail.read()
         except LogError as exc:
@@ -295,7 +302,7 @@ class Supervisor:
                 return
             cursor = self.cursor
             due = float(self.plan.times[cursor]) if cursor < len(self.plan) else None
-            found = self.agg.check(now_t, self._queue().last_seq(),
+            found = self.agg.check(now_t, self._queue().last_seq() if db_seq is None else db_seq,
                                    arrivals_due=due if due is not None and due <= now_t else None)
         if found:
             self._abort(found)

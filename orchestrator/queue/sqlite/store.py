@@ -22,6 +22,7 @@ from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay,
 from orchestrator.core.clock import Clock
 from orchestrator.core.errors import DbLockError, StoreError
 from orchestrator.core.model import QueueConfig
+from orchestrator.core.skipclock import LOCK
 from orchestrator.queue.sqlite.sqlfile import q
 
 SCHEMA_ID = "orch-queue/1"
@@ -177,8 +178,10 @@ class Writer:
 
     def _skip_retries(self, config: QueueConfig) -> None:
         """On the skip clock a writer waits for the lock in soak time: SQLite's own busy wait is
-        a blink, and the backoff between tries is a wait on the clock, so a writer kept out by the
-        lock hog lets the clock jump to its next try instead of holding it at the busy rate."""
+        a blink, and the backoff between tries is a wait on the clock (LOCK), so a writer kept out
+        by the lock hog lets the clock jump instead of holding it at the busy rate. While the hog
+        (a participant) holds the lock, the writer waits for its release instead of its backoff:
+        one try after the hold, not a dozen jumps to tries that meet the lock again."""
         self.conn.execute(f"PRAGMA busy_timeout={SKIP_BUSY_MS}")
         self._bound_soak = config.lock_bound
         self._bound_wall = max(self.clock.to_wall(config.lock_bound), config.lock_bound_wall_floor)
@@ -187,7 +190,8 @@ class Writer:
             retry=retry_if_exception(is_busy),
             wait=wait_random_exponential(multiplier=SKIP_BACKOFF, max=SKIP_BACKOFF * 16),
             stop=lambda _state: self.clock.now() - self._retry_from >= self._bound_soak,
-            sleep=self.clock.sleep,
+            sleep=lambda soak_seconds: self.clock.wait(None, soak_seconds, LOCK,
+                                                       seen=self._retry_from + self._bound_soak),
             before_sleep=self._count,
             reraise=False,
         )
