@@ -24,6 +24,7 @@ from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay,
 from orchestrator.core.clock import Clock
 from orchestrator.core.errors import DbLockError, StoreError
 from orchestrator.core.model import QueueConfig
+from orchestrator.core.skipclock import LOCK
 from orchestrator.queue.postgres.sqlfile import q
 
 SCHEMA_ID = "orch-queue/1"
@@ -123,13 +124,15 @@ class Writer:
         self._retry_from = 0.0
         if clock.skips:
             # On the skip clock a writer waits for a lock in soak time: the server's own wait is a
-            # blink, and the backoff between tries is a wait on the clock (as the SQLite writer's).
+            # blink, and the backoff between tries is a wait on the clock (LOCK), which ends early
+            # when the lock hog lets go (as the SQLite writer's).
             self._lock_ms = SKIP_BUSY_MS
             self._retrying = Retrying(
                 retry=retry_if_exception(is_busy),
                 wait=wait_random_exponential(multiplier=SKIP_BACKOFF, max=SKIP_BACKOFF * 16),
                 stop=lambda _state: self.clock.now() - self._retry_from >= self._bound_soak,
-                sleep=self.clock.sleep,
+                sleep=lambda soak_seconds: self.clock.wait(None, soak_seconds, LOCK,
+                                                           seen=self._retry_from + self._bound_soak),
                 before_sleep=self._count,
                 reraise=False,
             )
