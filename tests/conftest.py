@@ -7,6 +7,7 @@ not import from `conftest` by name).
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sqlite3
 import subprocess
@@ -123,19 +124,98 @@ def db_path(home: Path) -> Path:
 
 
 # The storage backends the contract tests run on (orchestrator/queue/backend.py): each test that
-# takes `backend` or `location` runs once per name.
-BACKENDS = ("sqlite",)
+# takes `backend` or `location` runs once per name. PostgreSQL's runs are marked `pg`.
+BACKENDS = ("sqlite", "postgres")
+PG_ENV = "ORCH_TEST_PG"  # a running server's URL; scripts/pg-test.sh starts a throwaway one and sets it
+PG_HOW = f"set {PG_ENV}=postgresql://... or run them through scripts/pg-test.sh"
 
 
-@pytest.fixture(params=BACKENDS)
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pg_unavailable(why: str) -> None:
+    """No PostgreSQL server: the test is skipped, with the reason in the summary; in CI it fails."""
+    if in_ci():
+        pytest.fail(f"PostgreSQL tests cannot run in CI: {why}", pytrace=False)
+    pytest.skip(f"PostgreSQL: {why} ({PG_HOW})")
+
+
+@pytest.fixture(params=[pytest.param(name, marks=[pytest.mark.pg] if name == "postgres" else [])
+                        for name in BACKENDS])
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The URL of the test server ($ORCH_TEST_PG), checked once: a test that needs it is skipped
+    (failed in CI) when it is not set or does not answer."""
+    import psycopg  # here: the SQLite-only tests run without it
+
+    url = os.environ.get(PG_ENV, "").strip()
+    if not url:
+        pg_unavailable(f"{PG_ENV} is not set")
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        pg_unavailable(f"the server at {PG_ENV} does not answer: {str(exc).strip().splitlines()[0]}")
+    return url
+
+
 @pytest.fixture
-def location(backend: str, db_path: Path) -> Path:
-    """Where a contract test's queue database lives on `backend` (SQLite: a file in the home)."""
-    return {"sqlite": db_path}[backend]
+def pg_database(pg_server: str):
+    """A factory of fresh, empty PostgreSQL databases: each call makes a schema of its own on the
+    test server and returns a URL whose connections use it (search_path), as a new SQLite file
+    would be. The schemas are dropped at teardown."""
+    import psycopg
+
+    made: list[str] = []
+
+    def drop(conn: psycopg.Connection, name: str) -> None:
+        try:
+            conn.execute(f"DROP SCHEMA {name} CASCADE")
+        except psycopg.Error:
+            pass  # a process of the test still holds it: left to the throwaway server
+
+    def fresh(replacing: bool = False) -> str:
+        """A new database's URL; `replacing`: the one made before it is dropped (it is done with)."""
+        name = f"t_{secrets.token_hex(6)}"
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute("SET lock_timeout = '10s'")
+            if replacing and made:
+                drop(conn, made.pop())
+            conn.execute(f"CREATE SCHEMA {name}")
+        made.append(name)
+        sep = "&" if "?" in pg_server else "?"
+        return f"{pg_server}{sep}options=-csearch_path%3D{name}"
+
+    yield fresh
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '10s'")
+        for name in made:
+            drop(conn, name)
+
+
+@pytest.fixture
+def new_location(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[], Path | str]:
+    """A factory of fresh queue databases on `backend`, one in use at a time (hypothesis' examples):
+    new SQLite files, or new PostgreSQL schemas, each replacing (dropping) the one before, so the
+    server's catalog, which every dump reads, stays small."""
+    if backend == "postgres":
+        fresh = request.getfixturevalue("pg_database")
+        return lambda: fresh(replacing=True)
+    numbers = iter(range(1_000_000))
+    return lambda: tmp_path / f"queue-{next(numbers)}.db"
+
+
+@pytest.fixture
+def location(backend: str, db_path: Path, request: pytest.FixtureRequest) -> Path | str:
+    """Where a contract test's queue database lives on `backend` (SQLite: a file in the home;
+    PostgreSQL: a fresh schema on the test server)."""
+    if backend == "postgres":
+        return request.getfixturevalue("pg_database")()
+    return db_path
 
 
 @pytest.fixture

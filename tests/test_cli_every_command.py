@@ -33,10 +33,14 @@ GROUPS = [(root, path) for root, path, cmd in EVERY if isinstance(cmd, click.Gro
 # log, or run drills in a home of their own): they take no --db. Every other command does.
 NO_QUEUE = {"orch drill list", "orch drill run", "orch drill all", "orch soak profiles", "orch soak profile show",
             "orch soak report"}
+SUPPORTED = "sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
 BAD_URLS = {
-    "postgresql://orch@db.internal/queue": "Error: --db: the PostgreSQL backend is not built yet; use sqlite:///PATH",
-    "mysql://orch@db/queue": "Error: --db: unknown database scheme 'mysql' (supported: sqlite:///PATH)",
-    "queue.db": "Error: --db must be a database URL (sqlite:///PATH), got 'queue.db'",
+    "postgresql://orch:secret@db.internal:port/queue": "Error: --db: a PostgreSQL URL is "
+        "postgresql://USER@HOST:PORT/DATABASE (the port is a number), got 'postgresql://orch:***@db.internal:port/queue'",
+    "postgresql://orch@db internal/queue": "Error: --db: a PostgreSQL URL is postgresql://USER@HOST:PORT/DATABASE, "
+                                           "got 'postgresql://orch@db internal/queue'",
+    "mysql://orch@db/queue": f"Error: --db: unknown database scheme 'mysql' (supported: {SUPPORTED})",
+    "queue.db": f"Error: --db must be a database URL ({SUPPORTED}), got 'queue.db'",
     "sqlite://queue.db": "Error: --db: a SQLite URL is sqlite:///PATH (three slashes, then a file's path), "
                          "got 'sqlite://queue.db'",
 }
@@ -123,9 +127,10 @@ def test_a_bad_db_url_is_one_error_line_with_exit_2_and_no_write(case, url, tmp_
 def test_a_bad_orch_db_is_one_error_line_with_exit_2_and_no_write(case, tmp_path, clean_env):
     root, path = case
     home = tmp_path / "home"
-    result = CliRunner().invoke(root, [*path, "--home", str(home)], env=clean_env(ORCH_DB="postgresql://h/q"))
+    result = CliRunner().invoke(root, [*path, "--home", str(home)], env=clean_env(ORCH_DB="postgresql://h:x/q"))
     assert (result.exit_code, result.output.splitlines()) == (
-        2, ["Error: $ORCH_DB: the PostgreSQL backend is not built yet; use sqlite:///PATH"])
+        2, ["Error: $ORCH_DB: a PostgreSQL URL is postgresql://USER@HOST:PORT/DATABASE (the port is a number), "
+            "got 'postgresql://h:x/q'"])
     assert not home.exists()
 
 
@@ -144,3 +149,24 @@ def test_db_chooses_the_database_and_wins_over_orch_db(tmp_path, clean_env, monk
     assert seen.exit_code == 0 and '"total": 1' in seen.output, seen.output
     other = runner.invoke(ops_root, ["status", "--home", str(home), "--db", "sqlite:///other.db"], env=env)
     assert other.exit_code == 0 and other.output.startswith("No queue yet at other.db"), other.output
+
+
+
+# A PostgreSQL URL of a server that is not there (nothing listens on port 1): a command that opens
+# the queue says so in one line, with the runtime exit code (README, "Exit codes"), and no
+# traceback; the URL's password is never printed, and the home is not made.
+NO_SERVER = "postgresql://orch:secret@127.0.0.1:1/queue"
+OPENERS = [(ops, ("status",)), (ops, ("status", "--id", "ORCH-1")), (ops, ("cancel", "--id", "ORCH-1")),
+           (orch, ("enqueue", "--key", "k")), (orch, ("done", "--id", "ORCH-1", "--notes", "n")),
+           (orch, ("soak", "status")), (orch, ("worker", "--idle-exit", "0.1"))]
+
+
+@pytest.mark.parametrize("case", OPENERS, ids=ids)
+def test_a_server_that_does_not_answer_is_one_error_line_with_exit_1(case, tmp_path, clean_env):
+    root, args = case
+    home = tmp_path / "home"
+    result = CliRunner(env=clean_env()).invoke(root, [*args, "--home", str(home), "--db", NO_SERVER])
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1, result.output
+    assert result.output.startswith("Error: cannot connect to postgresql://127.0.0.1:1/queue: "), result.output
+    assert "secret" not in result.output
+    assert not home.exists() or args[0] == "worker"  # a worker makes its own home's folders first

@@ -2,8 +2,10 @@
 
 - `orch worker` processes drain ~2000 tasks while some are SIGKILLed (and replaced) and one is
   paused with SIGSTOP past its lease TTL: every task ends terminal, no key has two effects, and the
-  paused worker's late completion is refused (`stale_rejected` with its name).
-- Ten processes enqueue one key at the same moment: one task, nine `duplicate_enqueue`.
+  paused worker's late completion is refused (`stale_rejected` with its name). On every backend
+  (`--db postgresql://…` for the workers on PostgreSQL), read through the storage interface.
+- Ten processes enqueue one key at the same moment: one task, nine `duplicate_enqueue` (on every
+  backend, through the storage interface).
 - A second process holds the write lock: work waits and retries, then continues; past the lock
   bound `DbLockError` is raised and nothing is written.
 """
@@ -19,12 +21,15 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from orchestrator.core.clock import WALL
 from orchestrator.core.errors import DbLockError, KeyConflict
 from orchestrator.core.model import QueueConfig
+from orchestrator.queue.tasks import event_dict
 from orchestrator.queue.writes import Queue
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -32,25 +37,33 @@ TASKS = 2000
 KILLS_AT = (300, 700, 1100, 1500)  # DONE counts at which a worker is SIGKILLed and replaced
 
 
-class Reader:
-    """Read-only looks at the database from the test process."""
+class Look:
+    """Read-only looks at the queue from the test process, through the storage interface (any
+    backend): the events seen so far are kept, read on from the last `seq` (the shipping cursor)."""
 
-    def __init__(self, db: Path):
-        self.conn = sqlite3.connect(db, timeout=5)
-        self.conn.row_factory = sqlite3.Row
+    def __init__(self, location):
+        self.queue = Queue(location, WALL, create=False)
+        self.store = self.queue.store
+        self.events: list[dict] = []
 
-    def one(self, sql: str, *params):
-        return self.conn.execute(sql, params).fetchone()
+    def new_events(self) -> list[dict]:
+        rows = [event_dict(r) for r in self.store.events_after(self.events[-1]["seq"] if self.events else 0, 100_000)]
+        self.events += rows
+        return self.events
 
-    def all(self, sql: str, *params):
-        return self.conn.execute(sql, params).fetchall()
+    def has_event(self, event: str, **fields) -> dict | None:
+        return next((e for e in self.new_events() if e["event"] == event
+                     and all(e.get(k) == v for k, v in fields.items())), None)
+
+    def count(self, state: str) -> int:
+        return self.store.counts_by_state().get(state, 0)
 
     def close(self) -> None:
-        self.conn.close()
+        self.queue.close()
 
 
 def write_lock_is_free(db: Path) -> bool:
-    """True when nobody holds the write lock: SQLite's, and the writers' kernel lock beside the
+    """True when nobody holds SQLite's write lock, nor the writers' kernel lock beside the
     database if the queue uses one."""
     writers = db.with_name(db.name + "-writers")
     fd = os.open(writers, os.O_RDWR) if writers.exists() else None
@@ -74,38 +87,55 @@ def write_lock_is_free(db: Path) -> bool:
             os.close(fd)  # also drops the flock
 
 
-def stop_outside_a_write(proc: subprocess.Popen, db: Path, tries: int = 20) -> None:
-    """SIGSTOP `proc`, making sure it is not frozen while holding the write lock (which would
-    stall every other process for reasons that are not the point of this test)."""
+def no_open_transaction(url: str, pid: int) -> bool:
+    """True when none of process `pid`'s sessions on the PostgreSQL server is inside a transaction
+    (its row locks, or the event counter's, would stall the other workers)."""
+    import psycopg
+    import psutil
+
+    proc = psutil.Process(pid)
+    connections = proc.net_connections(kind="tcp") if hasattr(proc, "net_connections") else proc.connections("tcp")
+    ports = {c.laddr.port for c in connections}
+    with psycopg.connect(url) as conn:
+        busy = conn.execute("SELECT client_port FROM pg_stat_activity WHERE xact_start IS NOT NULL "
+                            "AND pid <> pg_backend_pid()").fetchall()
+    return not any(port in ports for (port,) in busy)
+
+
+def stop_outside_a_write(proc: subprocess.Popen, location, tries: int = 20) -> None:
+    """SIGSTOP `proc`, making sure it is not frozen inside a write transaction (which would stall
+    every other process for reasons that are not the point of this test)."""
     for _ in range(tries):
         os.kill(proc.pid, signal.SIGSTOP)
-        if write_lock_is_free(db):
+        if (no_open_transaction(location, proc.pid) if isinstance(location, str) else write_lock_is_free(location)):
             return
         os.kill(proc.pid, signal.SIGCONT)
     raise AssertionError("could not stop the worker outside a write transaction")
 
 
-def test_workers_drain_the_queue_through_kills_and_a_stall(tmp_path, children, wait_for, orch_cmd, clean_env):
+def test_workers_drain_the_queue_through_kills_and_a_stall(location, tmp_path, children, wait_for, orch_cmd,
+                                                           clean_env):
     home = tmp_path / "home"
-    db = home / "db" / "queue.db"
+    db = location  # every backend: a SQLite file (the home's own), a PostgreSQL database (conftest.py)
     rng = random.Random(1234)
     with Queue(db) as queue:
         long_task = queue.enqueue("long-task", {"work": 3.0}, max_attempts=10).task
 
     env = clean_env(PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])))
-    common = ["--home", str(home), "--ttl", "1", "--poll", "0.01", "--idle-exit", "3"]
+    on_db = ["--db", db] if isinstance(db, str) else []
+    common = ["--home", str(home), *on_db, "--ttl", "1", "--poll", "0.01", "--idle-exit", "3"]
     out = subprocess.DEVNULL
 
     def start_worker(name: str, *extra: str) -> subprocess.Popen:
         return children.start(orch_cmd("worker", "--name", name, *common, *extra), env=env, stdout=out, stderr=out)
 
-    reader = Reader(db)
+    look = Look(db)
     try:
         # 1. the worker to be paused takes the long task (nothing else is queued yet)
         paused = start_worker("paused", "--handler", "stubborn_handler:run", "--no-reap")
-        wait_for(lambda: reader.one("SELECT 1 FROM events WHERE event = 'leased' AND task = ? AND worker = 'paused'",
-                                    long_task), 30, "the paused worker to lease the long task")
-        stale_epoch = reader.one("SELECT epoch FROM tasks WHERE id = ?", long_task)["epoch"]
+        wait_for(lambda: look.has_event("leased", task="ORCH-%d" % long_task, worker="paused"),
+                 30, "the paused worker to lease the long task")
+        stale_epoch = look.store.task(long_task)["epoch"]
         stop_outside_a_write(paused, db)
 
         # 2. thousands of tasks, four workers, random SIGKILLs with replacements
@@ -114,13 +144,11 @@ def test_workers_drain_the_queue_through_kills_and_a_stall(tmp_path, children, w
         live = {f"w{i}": start_worker(f"w{i}") for i in range(4)}
         killed: list[str] = []
         for threshold in KILLS_AT:
-            wait_for(lambda: reader.one("SELECT count(*) AS n FROM tasks WHERE state = 'DONE'")["n"] >= threshold,
-                     90, f"{threshold} tasks done")
+            wait_for(lambda: look.count("DONE") >= threshold, 90, f"{threshold} tasks done")
             victim = rng.choice(sorted(live))
             # a replacement started just now may not have said so yet: a kill before its
             # `worker_started` would leave nothing to check it against
-            wait_for(lambda: reader.one("SELECT 1 FROM events WHERE event = 'worker_started' AND worker = ?",
-                                        victim), 30, f"{victim} to start")
+            wait_for(lambda: look.has_event("worker_started", worker=victim), 30, f"{victim} to start")
             proc = live.pop(victim)
             os.kill(proc.pid, signal.SIGKILL)
             assert proc.wait(timeout=10) == -signal.SIGKILL
@@ -129,49 +157,45 @@ def test_workers_drain_the_queue_through_kills_and_a_stall(tmp_path, children, w
             live[name] = start_worker(name)
 
         # 3. the long task was taken from the paused worker and finished by another one
-        wait_for(lambda: reader.one("SELECT state FROM tasks WHERE id = ?", long_task)["state"] == "DONE",
-                 60, "the long task to be re-leased and completed")
-        assert reader.one("SELECT epoch FROM tasks WHERE id = ?", long_task)["epoch"] > stale_epoch
+        wait_for(lambda: look.store.task(long_task)["state"] == "DONE", 60, "the long task to be re-leased and completed")
+        assert look.store.task(long_task)["epoch"] > stale_epoch
         os.kill(paused.pid, signal.SIGCONT)
-        late = wait_for(lambda: reader.one(
-            "SELECT * FROM events WHERE event = 'stale_rejected' AND worker = 'paused' AND task = ? "
-            "AND json_extract(data, '$.call') = 'complete'", long_task), 30, "the paused worker's late completion")
+        late = wait_for(lambda: look.has_event("stale_rejected", worker="paused", task="ORCH-%d" % long_task,
+                                               call="complete"), 30, "the paused worker's late completion")
 
         # 4. drained: every worker exits on its own once idle
-        wait_for(lambda: reader.one("SELECT count(*) AS n FROM tasks WHERE state IN ('PENDING', 'IN_PROGRESS')")["n"]
-                 == 0, 120, "every task to be terminal")
+        wait_for(lambda: look.store.count_open() == 0, 120, "every task to be terminal")
         for name, proc in [("paused", paused), *live.items()]:
             assert proc.wait(timeout=30) == 0, name
 
         # --- what must be true ---
-        counts = {r["state"]: r["n"] for r in reader.all("SELECT state, count(*) AS n FROM tasks GROUP BY state")}
+        tables = look.store.dump()
+        tasks, effects, rows = tables["tasks"], tables["effects"], tables["events"]
+        counts = Counter(t["state"] for t in tasks)
         assert sum(counts.values()) == TASKS + 1
         assert set(counts) <= {"DONE", "FAILED"}
-        assert reader.all("SELECT id FROM tasks WHERE state = 'FAILED' AND error != 'lease_timeout'") == []
-        n_effects = reader.one("SELECT count(*) AS n FROM effects")["n"]
-        assert n_effects == counts["DONE"]
-        assert reader.all("SELECT key FROM events WHERE event = 'completed' GROUP BY key HAVING count(*) > 1") == []
-        assert reader.one("SELECT count(*) AS n FROM events WHERE event = 'completed'")["n"] == n_effects
-        assert reader.all("SELECT t.id FROM tasks t LEFT JOIN effects e ON e.key = t.key "
-                          "WHERE t.state = 'DONE' AND (e.task IS NULL OR e.task != t.id)") == []
+        assert [t["id"] for t in tasks if t["state"] == "FAILED" and t["error"] != "lease_timeout"] == []
+        assert len(effects) == counts["DONE"]
+        completed = Counter(r["key"] for r in rows if r["event"] == "completed")
+        assert [k for k, n in completed.items() if n > 1] == []
+        assert sum(completed.values()) == len(effects)
+        effect_of = {e["key"]: e for e in effects}
+        assert [t["id"] for t in tasks if t["state"] == "DONE"
+                and (t["key"] not in effect_of or effect_of[t["key"]]["task"] != t["id"])] == []
         # the late completion was refused with the paused worker's epoch; the effect is another's
-        assert (late["epoch"] > stale_epoch) and late["data"] is not None
-        assert reader.one("SELECT json_extract(data, '$.stale_epoch') AS e FROM events WHERE seq = ?",
-                          late["seq"])["e"] == stale_epoch
-        effect = reader.one("SELECT * FROM effects WHERE key = 'long-task'")
+        assert late["epoch"] > stale_epoch and late["stale_epoch"] == stale_epoch
+        effect = effect_of["long-task"]
         assert effect["worker"] != "paused" and effect["epoch"] > stale_epoch
-        assert reader.one("SELECT 1 FROM events WHERE event = 'lease_expired' AND task = ? AND worker = 'paused'",
-                          long_task)
+        assert look.has_event("lease_expired", task="ORCH-%d" % long_task, worker="paused")
         # gap-free event log
-        seqs = reader.one("SELECT count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM events")
-        assert (seqs["lo"], seqs["hi"]) == (1, seqs["n"])
+        assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
         # the killed workers really died by SIGKILL: they never wrote `worker_exited`
-        exited = {r["worker"] for r in reader.all("SELECT worker FROM events WHERE event = 'worker_exited'")}
-        started = {r["worker"] for r in reader.all("SELECT worker FROM events WHERE event = 'worker_started'")}
+        exited = {r["worker"] for r in rows if r["event"] == "worker_exited"}
+        started = {r["worker"] for r in rows if r["event"] == "worker_started"}
         assert set(killed) <= started and not set(killed) & exited
         assert exited == started - set(killed)
     finally:
-        reader.close()
+        look.close()
 
 
 # --- ten processes, one key -------------------------------------------------------------------
@@ -189,8 +213,8 @@ def _enqueue_at_barrier(db: str, barrier, results) -> None:
 
 
 @pytest.mark.parametrize("database", ["fresh", "existing"])
-def test_ten_processes_enqueue_one_key_at_once(database, tmp_path, dump):
-    db = tmp_path / "home" / "db" / "queue.db"
+def test_ten_processes_enqueue_one_key_at_once(database, location):
+    db = location  # every backend: a SQLite file, a PostgreSQL database (conftest.py)
     if database == "existing":
         Queue(db).close()
     ctx = multiprocessing.get_context("spawn")
@@ -217,10 +241,10 @@ def test_ten_processes_enqueue_one_key_at_once(database, tmp_path, dump):
         assert queue.status()["total"] == 1
         names = [r["event"] for r in queue.events_after(0)]
         assert names == ["enqueued"] + ["duplicate_enqueue"] * 9
-        before = dump(db)
+        before = queue.store.dump()
         with pytest.raises(KeyConflict):
             queue.enqueue("same-key", {"order": 43, "work": 0.1})
-        assert dump(db) == before
+        assert queue.store.dump() == before
 
 
 # --- a second process holds the write lock ---------------------------------------------------

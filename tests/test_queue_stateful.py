@@ -346,7 +346,8 @@ class QueueMachine(RuleBasedStateMachine):
             assert self.tasks[r["key"]].state == "DONE"
 
 
-def test_queue_against_the_model(tmp_path, fake_clock_class, backend):
+@pytest.mark.timeout(900)  # PostgreSQL: 200 fresh databases and some 40,000 dumps over a socket take ~4 min
+def test_queue_against_the_model(new_location, fake_clock_class):
     numbers = itertools.count()
 
     class Machine(QueueMachine):
@@ -354,7 +355,8 @@ def test_queue_against_the_model(tmp_path, fake_clock_class, backend):
 
         @staticmethod
         def new_path():
-            return {"sqlite": tmp_path / f"queue-{next(numbers)}.db"}[backend]
+            next(numbers)
+            return new_location()
 
     run_state_machine_as_test(
         Machine,

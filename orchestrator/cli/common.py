@@ -79,8 +79,8 @@ def queue_home_option(fn: Callable) -> Callable:
     fn = click.option("--home", "home", default=None, metavar="DIR", callback=_resolve_home,
                       help="Data home (default: $ORCH_HOME, else automation/orchestrator).")(fn)
     return click.option("--db", default=None, metavar="URL", expose_value=False, is_eager=True, callback=_keep_db,
-                        help="The queue database: sqlite:///PATH (default: $ORCH_DB, else db/queue.db "
-                             "under the home).")(fn)
+                        help="The queue database: sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE "
+                             "(default: $ORCH_DB, else db/queue.db under the home).")(fn)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 actor_option = click.option(
@@ -113,9 +113,12 @@ def task_id_arg(value: str) -> int:
 def open_queue(home_opt: str | Home | None, *, create: bool = False, config: QueueConfig | None = None) -> Queue:
     """Open the home's queue (on the clock of the run in progress, if any)."""
     home = Home.resolve(home_opt)
-    if create:
+    if create and not home.db_on_server:
         home.ensure()
-    return Queue(home.db, config=config, create=create)
+    queue = Queue(home.db, config=config, create=create)
+    if create and home.db_on_server:  # the server answered: now the home's folders
+        home.ensure()
+    return queue
 
 
 def print_json(doc: Any) -> None:

@@ -39,11 +39,11 @@ def ops() -> None:
 @json_option
 def status(task: str | None, home: str | None, as_json: bool) -> None:
     task_id = task_id_arg(task) if task is not None else None
-    if not Home.resolve(home).db.exists():
+    if not Home.resolve(home).has_db():
         if task_id is not None:
-            raise UnknownTask(f"no task {task} (no queue at {Home.resolve(home).db})")
+            raise UnknownTask(f"no task {task} (no queue at {Home.resolve(home).db_shown})")
         doc = {"home": str(Home.resolve(home).root), "queue": None}
-        print_json(doc) if as_json else click.echo(f"No queue yet at {Home.resolve(home).db}.")
+        print_json(doc) if as_json else click.echo(f"No queue yet at {Home.resolve(home).db_shown}.")
         return
     with open_queue(home) as queue:
         if task_id is not None:

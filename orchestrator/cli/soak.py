@@ -114,7 +114,7 @@ def status(watch, every, count, home, as_json):
     from orchestrator.soak.control import status as run_status
 
     def fetch():
-        return run_status(Home.resolve(home)) if Home.resolve(home).db.exists() else None
+        return run_status(Home.resolve(home)) if Home.resolve(home).has_db() else None
 
     if watch:
         from orchestrator.cli.watch import watch as watch_status
@@ -148,7 +148,7 @@ def status(watch, every, count, home, as_json):
 def _require_db(home: str | None) -> None:
     from orchestrator.core.errors import Refused
 
-    if not Home.resolve(home).db.exists():
+    if not Home.resolve(home).has_db():
         raise Refused("no soak run in this home")
 
 

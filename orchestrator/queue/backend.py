@@ -1,8 +1,9 @@
 """The queue's storage interface: what the state machine (`writes.Queue`, `reads.QueueView`), the
 run store, the task search, `ops diagnose`, the skip clock's probe and the drills ask of a
-database. One backend exists, SQLite (`orchestrator/queue/sqlite/`); a second one implements the
-same protocols and passes the same contract tests (tests/test_queue_contract.py,
-tests/test_queue_stateful.py, parametrized by backend). What a backend must guarantee is written
+database. Two backends implement it, SQLite (`orchestrator/queue/sqlite/`, the default: a file's
+path) and PostgreSQL (`orchestrator/queue/postgres/`, a `postgresql://` URL), and pass the same
+contract tests (tests/test_queue_contract.py, tests/test_queue_stateful.py, tests/test_taskquery.py,
+parametrized by backend). What a backend must guarantee is written
 down in docs/storage.md.
 
 Values cross the interface as plain Python: rows are dicts (column name -> value), counts and
@@ -90,7 +91,11 @@ class Tx(Reads, Protocol):
     def insert_event(self, t: float, wall: float, event: str, task: int | None, key: str | None,
                      state: str | None, prev: str | None, attempt: int | None, epoch: int | None,
                      worker: str | None, error: str | None, actor: str | None, notes: str | None,
-                     data: str | None) -> int: ...
+                     data: str | None) -> int | None:
+        """Append one event in this transaction: its `seq`, or None where the backend numbers a
+        transaction's events at its commit (PostgreSQL: docs/state-machine.md, "Gap-free seq"; a
+        transaction does not read its own events there before it commits)."""
+        ...
     def insert_task(self, key: str, payload: str, max_attempts: int, due_at: float, now: float,
                     budget: float | None) -> int | None: ...
     def lease(self, worker: str, until: float, now: float, limit: int) -> list[dict]: ...
@@ -139,7 +144,7 @@ class Writes(Protocol):
 class Backend(Reads, Protocol):
     """One open database: its reads, its writer, its snapshots."""
 
-    engine: str  # "sqlite"
+    engine: str  # "sqlite" | "postgresql"
     write: Writes
 
     @property
@@ -172,15 +177,45 @@ class ClockReader(Protocol):
     def clock_probe(self, now: float) -> tuple[float | None, float | None, float | None, int]: ...
 
 
+PG_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres(location: Path | str) -> bool:
+    """Whether `location` names a PostgreSQL database (a `postgresql://` URL) rather than a SQLite file."""
+    return isinstance(location, str) and location.strip().lower().startswith(PG_SCHEMES)
+
+
+def database_location(location: Path | str) -> Path | str:
+    """A database's location as the backends take it: a PostgreSQL URL stays a string, anything
+    else is a SQLite file's path."""
+    return location.strip() if is_postgres(location) else Path(location)
+
+
 def open_backend(location: Path | str, config: QueueConfig, *, create: bool = True) -> Backend:
-    """Open the queue database at `location` (for now a SQLite file's path)."""
+    """Open the queue database at `location`: a `postgresql://` URL (the PostgreSQL backend), else a
+    SQLite file's path."""
+    if is_postgres(location):
+        from orchestrator.queue.postgres.backend import PgStore  # here: SQLite's users never load psycopg
+
+        return PgStore(location.strip(), config, create=create)
     return SqliteStore(Path(location), config, create=create)
 
 
 def clock_reader(location: Path | str) -> ClockReader:
+    if is_postgres(location):
+        from orchestrator.queue.postgres.backend import ProbeReader as PgProbeReader
+
+        return PgProbeReader(location.strip())
     return ProbeReader(Path(location))
 
 
 def engine_versions() -> dict[str, str]:
-    """The version of each backend's engine (`ops diagnose` records them)."""
-    return {"sqlite": engine_version()}
+    """The version of each backend's engine (`ops diagnose` records them); PostgreSQL's client
+    library only where psycopg is installed."""
+    versions = {"sqlite": engine_version()}
+    try:
+        from orchestrator.queue.postgres.backend import engine_version as pg_version
+    except ImportError:
+        return versions
+    versions["postgresql"] = pg_version()
+    return versions

@@ -6,15 +6,14 @@ clock asks from any of them."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 from orchestrator.core.skipclock import Probe
-from orchestrator.queue.backend import ClockReader, clock_reader
+from orchestrator.queue.backend import ClockReader, clock_reader, database_location
 
 
 class ClockProbe:
-    def __init__(self, db: Path):
-        self.db = Path(db)
+    def __init__(self, db):
+        self.db = database_location(db)  # a SQLite file, or a PostgreSQL URL
         self.local = threading.local()
 
     def _reader(self) -> ClockReader:
@@ -28,7 +27,7 @@ class ClockProbe:
         return Probe(due_now=due_now, next_due=next_due, lease_end=lease_end, last_seq=last_seq)
 
 
-def install(clock, db: Path) -> None:
+def install(clock, db) -> None:
     """Give a skip clock this process's probe (the constant clock needs none)."""
     if getattr(clock, "skips", False) and clock.probe is None:
         clock.probe = ClockProbe(db)

@@ -11,7 +11,7 @@ from typing import Self
 from orchestrator.core.clock import WALL, Clock, run_clock
 from orchestrator.core.errors import UnknownTask
 from orchestrator.core.model import QueueConfig, State
-from orchestrator.queue.backend import Backend, Writes, open_backend
+from orchestrator.queue.backend import Backend, Writes, database_location, open_backend
 from orchestrator.queue.tasks import Task, event_dict, task_name
 
 
@@ -30,14 +30,14 @@ class QueueView:
 
     def __init__(
         self,
-        path: Path | str,
+        path: Path | str,  # a SQLite file, or a `postgresql://` URL
         clock: Clock | None = None,
         config: QueueConfig | None = None,
         *,
         rng: random.Random | None = None,
         create: bool = True,
     ):
-        self.path = Path(path)
+        self.path = database_location(path)  # a SQLite file's Path, or a PostgreSQL URL
         self.config = config or QueueConfig()
         self.rng = rng or random.Random()
         self.store: Backend = open_backend(self.path, self.config, create=create)

@@ -33,7 +33,7 @@ class Queue(QueueView):
                key: str | None = None, state: str | None = None, prev: str | None = None,
                attempt: int | None = None, epoch: int | None = None, worker: str | None = None,
                error: str | None = None, actor: str | None = None, notes: str | None = None,
-               data: dict | None = None) -> int:
+               data: dict | None = None) -> int | None:
         return tx.insert_event(now, self.clock.wall_of(now), event, task, key, state, prev, attempt, epoch, worker,
                                error, actor, notes, orjson.dumps(data).decode() if data else None)
 
@@ -62,7 +62,7 @@ class Queue(QueueView):
             self.clock.kick(tasks)
         return result
 
-    def record(self, event: str, **fields: Any) -> int:
+    def record(self, event: str, **fields: Any) -> int | None:
         """Write one event that changes no task (worker_started, fault_injected, checkpoint...)."""
         now = self.clock.now()
         return self.write(lambda tx: self._event(tx, event, now, **fields))

@@ -100,17 +100,17 @@ def collect(home: Home, lines: int = 200) -> dict[str, bytes]:
     members: dict[str, Any] = {"versions.json": versions()}
     run: Run | None = None
     status = None
-    if home.db.exists():
+    if home.has_db():
         try:
             with Queue(home.db, create=False) as queue:
                 run = RunStore(queue).latest()
                 check = queue.store.integrity_check()
                 status = queue.status(recent=20)
-                members["database.json"] = {"path": str(home.db), "integrity_check": check, "status": status}
+                members["database.json"] = {"path": home.db_shown, "integrity_check": check, "status": status}
         except StoreError as exc:
-            members["database.json"] = {"path": str(home.db), "error": str(exc)}
+            members["database.json"] = {"path": home.db_shown, "error": str(exc)}
     else:
-        members["database.json"] = {"path": str(home.db), "error": "no queue database"}
+        members["database.json"] = {"path": home.db_shown, "error": "no queue database"}
     members["run.json"] = asdict(run) if run is not None else None
     log = Path(run.log_path) if run is not None else None
     if log is not None:

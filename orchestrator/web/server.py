@@ -110,8 +110,8 @@ class OnCallServer(ThreadingHTTPServer):
 
     def open_queue(self) -> tuple[Queue, float]:
         """A queue connection for one request (and the latest run's soak origin)."""
-        if not self.cfg.home.db.exists():
-            raise StoreError(f"no queue database at {self.cfg.home.db}")
+        if not self.cfg.home.has_db():
+            raise StoreError(f"no queue database at {self.cfg.home.db_shown}")
         queue = Queue(self.cfg.home.db, create=False)
         run = RunStore(queue).latest()
         origin = run.started_soak if run is not None else 0.0
