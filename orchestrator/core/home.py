@@ -41,16 +41,16 @@ def parse_db_url(url: str, source: str = "--db") -> Path | str:
 def _postgres_url(url: str, source: str) -> str:
     scheme = url.partition("://")[0]
     if scheme.lower() not in ("postgresql", "postgres") or any(c.isspace() for c in url):
-        raise UsageError(f"{source}: a PostgreSQL URL is {PG_URL}, got {_no_password(url)!r}")
+        raise UsageError(f"{source}: a PostgreSQL URL is {PG_URL}, got {no_password(url)!r}")
     try:
         urlsplit(url).port  # noqa: B018 (raises on a port that is not a number)
     except ValueError:
         raise UsageError(f"{source}: a PostgreSQL URL is {PG_URL} (the port is a number), "
-                         f"got {_no_password(url)!r}") from None
+                         f"got {no_password(url)!r}") from None
     return url
 
 
-def _no_password(url: str) -> str:
+def no_password(url: str) -> str:
     """`url` with its password (if any) left out, for messages."""
     parts = urlsplit(url) if "://" in url else None
     if parts is None or parts.password is None:
@@ -95,7 +95,7 @@ class Home:
     @property
     def db_shown(self) -> str:
         """The database, for messages (a PostgreSQL URL without its password)."""
-        return _no_password(self.db) if self.db_on_server else str(self.db)
+        return no_password(self.db) if self.db_on_server else str(self.db)
 
     def has_db(self) -> bool:
         """Whether there may be a queue to read: the SQLite file exists (a server's database is

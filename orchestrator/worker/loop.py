@@ -18,6 +18,7 @@ from typing import Any
 from orchestrator.core.clock import Clock
 from orchestrator.core.errors import DbLockError, OrchestratorError
 from orchestrator.core.heap import keep_freed_memory
+from orchestrator.core.home import no_password
 from orchestrator.core.model import GuardrailExceeded, QueueConfig, classify, describe
 from orchestrator.core.skipclock import WORK
 from orchestrator.faults.client import lock_requester
@@ -173,7 +174,7 @@ class Worker:
         reason = "stopped"
         leases: list[Lease] = []
         waiting = False  # said once per idle spell, on stderr
-        self._say(f"leasing from {queue.path} with handler {cfg.handler}")
+        self._say(f"leasing from {no_password(str(queue.path))} with handler {cfg.handler}")
         try:
             while not self.stopping.is_set():
                 now = clock.now()
