@@ -12,11 +12,10 @@ import pytest
 
 from orchestrator.core.errors import StoreError
 from orchestrator.queue.search import TaskFilter, id_bounds, search
-from orchestrator.queue.sqlite.backend import page_query
+from orchestrator.queue.sqlfile import page_query
 from orchestrator.queue.sqlite.sqlfile import q
 from orchestrator.queue.sqlite.store import PAGE_SIZE
 from orchestrator.queue.writes import Queue
-
 
 # --- files, schema, pragmas -----------------------------------------------------------------
 

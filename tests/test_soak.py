@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-from collections import Counter
 import sqlite3
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +242,22 @@ def check_faults_follow_the_schedule(header: dict, events: list[dict], *, all_wo
 CLOCKS = {"constant": ("--speed", "2880"), "skip": ("--clock", "skip")}
 
 
+def check_acceptance_log(home: Path, db_file: str | None = None) -> tuple[dict, list[dict]]:
+    """The acceptance run's log (on either backend): the invariants, every fault as the schedule
+    planned it, every fault kind observed, and the events each fault must leave."""
+    header, events = read_log(home, "accept")
+    check_invariants(home, header, events, db_file=db_file)
+    check_faults_follow_the_schedule(header, events)
+    kinds = {e["kind"] for e in events if e["event"] == "fault_injected"}
+    assert ALL_FAULT_KINDS <= kinds, ALL_FAULT_KINDS - kinds
+    names = {e["event"] for e in events}
+    assert {"lease_expired", "stale_rejected", "duplicate_enqueue", "blocked", "replanned",
+            "worker_restarted", "checkpoint", "retry_scheduled"} <= names
+    # the observed errors of the planned faults
+    assert {"timeout", "network", "db_lock"} <= {e["error"] for e in events if e["event"] == "retry_scheduled"}
+    return header, events
+
+
 @pytest.mark.parametrize("clock", CLOCKS)
 def test_a_whole_24h_profile_at_high_speed(tmp_path, orch_cmd, clean_env, clock):
     home = tmp_path / "home"
@@ -250,17 +266,7 @@ def test_a_whole_24h_profile_at_high_speed(tmp_path, orch_cmd, clean_env, clock)
                           capture_output=True, text=True, timeout=240, env=clean_env())
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr  # finished (an SLO may miss on a loaded box)
     assert "Traceback" not in proc.stderr
-    header, events = read_log(home, "accept")
-    check_invariants(home, header, events)
-    check_faults_follow_the_schedule(header, events)
-    kinds = {e["kind"] for e in events if e["event"] == "fault_injected"}
-    assert ALL_FAULT_KINDS <= kinds, ALL_FAULT_KINDS - kinds
-    names = {e["event"] for e in events}
-    assert {"lease_expired", "stale_rejected", "duplicate_enqueue", "blocked", "replanned",
-            "worker_restarted", "checkpoint", "retry_scheduled"} <= names
-    # the observed errors of the planned faults
-    errors = {e["error"] for e in events if e["event"] == "retry_scheduled"}
-    assert {"timeout", "network", "db_lock"} <= errors
+    header, events = check_acceptance_log(home)
     assert (home / "reports" / "soak" / "soak_summary.md").exists()
     assert header["clock"] == clock
     if clock == "skip":  # stalled workers' leases expired in soak time and their late calls were fenced
@@ -280,15 +286,7 @@ def test_a_24h_rehearsal_on_postgresql(tmp_path, orch_cmd, clean_env, pg_databas
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr  # finished (an SLO may miss on a loaded box)
     assert "Traceback" not in proc.stderr
     assert not (home / "db").exists()  # nothing on this machine's disk but the logs and reports
-    header, events = read_log(home, "accept")
-    check_invariants(home, header, events, db_file=url)
-    check_faults_follow_the_schedule(header, events)
-    kinds = {e["kind"] for e in events if e["event"] == "fault_injected"}
-    assert ALL_FAULT_KINDS <= kinds, ALL_FAULT_KINDS - kinds
-    names = {e["event"] for e in events}
-    assert {"lease_expired", "stale_rejected", "duplicate_enqueue", "blocked", "replanned",
-            "worker_restarted", "checkpoint", "retry_scheduled"} <= names
-    assert {"timeout", "network", "db_lock"} <= {e["error"] for e in events if e["event"] == "retry_scheduled"}
+    header, _ = check_acceptance_log(home, db_file=url)
     assert header["clock"] == "skip"
     with Queue(url, WALL, create=False) as queue:
         assert queue.store.integrity_check() == ["ok"]

@@ -16,8 +16,8 @@ import orjson
 
 from orchestrator.core.clock import Clock, RunEnd, run_clock
 from orchestrator.core.errors import Refused
-from orchestrator.queue.reads import clock_file
 from orchestrator.queue.backend import Tx
+from orchestrator.queue.reads import clock_file
 from orchestrator.queue.writes import Queue
 
 

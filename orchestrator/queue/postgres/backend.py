@@ -28,6 +28,7 @@ from orchestrator.core.errors import StoreError
 from orchestrator.core.model import QueueConfig
 from orchestrator.queue.postgres.sqlfile import q
 from orchestrator.queue.postgres.store import CONNECT_TIMEOUT, Writer, connect, first_line, shown, wrapped
+from orchestrator.queue.sqlfile import page_query
 
 ENGINE = "postgresql"
 COUNTER_TABLE = "event_counter"
@@ -38,17 +39,6 @@ EVENT_COLUMNS = ("t", "wall", "event", "task", "key", "state", "prev", "attempt"
 def engine_version() -> str:
     """The client library's version (a server's own is asked of the server)."""
     return f"libpq {psycopg.pq.version()}"
-
-
-def page_query(state: str | None, error: str | None) -> str:
-    """The name of the query that serves a tasks-view page."""
-    if state and error:
-        return "tasks_page_state_error"
-    if state:
-        return "tasks_page_state"
-    if error:
-        return "tasks_page_error"
-    return "tasks_page"
 
 
 class PgStore:

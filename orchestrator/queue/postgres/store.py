@@ -19,18 +19,16 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
-from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+from tenacity import RetryError
 
 from orchestrator.core.clock import Clock
 from orchestrator.core.errors import DbLockError, StoreError
 from orchestrator.core.model import QueueConfig
-from orchestrator.core.skipclock import LOCK
 from orchestrator.queue.postgres.sqlfile import q
+from orchestrator.queue.retries import LockRetries
 
 SCHEMA_ID = "orch-queue/1"
 CONNECT_TIMEOUT = 10  # seconds: an unreachable server is an error, not a hang
-SKIP_BUSY_MS = 1  # the skip clock: the per-try lock wait, wall ms; the backoff between tries is soak time
-SKIP_BACKOFF = 0.05  # the skip clock: soak seconds of the first backoff (jittered, x2 per try, to 0.8)
 # Lock or timeout answers that a later try may not meet: the transaction is rolled back and retried.
 RETRYABLE = (pg_errors.LockNotAvailable, pg_errors.QueryCanceled, pg_errors.DeadlockDetected,
              pg_errors.SerializationFailure)
@@ -109,49 +107,16 @@ def wall_ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
-class Writer:
-    """Runs functions inside write transactions, retrying lock timeouts with backoff. Each function
-    is given `tx` (the backend's statements on this connection), never the connection; the events
-    it wrote are numbered and inserted just before COMMIT (`tx.commit`)."""
+class Writer(LockRetries):
+    """Runs functions inside write transactions, retrying lock timeouts with backoff
+    (`queue.retries`). Each function is given `tx` (the backend's statements on this connection),
+    never the connection; the events it wrote are numbered and inserted just before COMMIT
+    (`tx.commit`)."""
 
     def __init__(self, conn: psycopg.Connection, clock: Clock, config: QueueConfig, *, tx: Any):
         self.conn = conn
         self.tx = tx
-        self.clock = clock
-        self.lock_retries = 0
-        self._bound_soak = config.lock_bound
-        self._bound_wall = max(clock.to_wall(config.lock_bound), config.lock_bound_wall_floor)
-        self._retry_from = 0.0
-        if clock.skips:
-            # On the skip clock a writer waits for a lock in soak time: the server's own wait is a
-            # blink, and the backoff between tries is a wait on the clock (LOCK), which ends early
-            # when the lock hog lets go (as the SQLite writer's).
-            self._lock_ms = SKIP_BUSY_MS
-            self._retrying = Retrying(
-                retry=retry_if_exception(is_busy),
-                wait=wait_random_exponential(multiplier=SKIP_BACKOFF, max=SKIP_BACKOFF * 16),
-                stop=lambda _state: self.clock.now() - self._retry_from >= self._bound_soak,
-                sleep=lambda soak_seconds: self.clock.wait(None, soak_seconds, LOCK,
-                                                           seen=self._retry_from + self._bound_soak),
-                before_sleep=self._count,
-                reraise=False,
-            )
-            return
-        busy_wall = max(clock.to_wall(config.busy_timeout), config.busy_wall_floor)
-        self._lock_ms = wall_ms(busy_wall)
-        self._retrying = Retrying(
-            retry=retry_if_exception(is_busy),
-            wait=wait_random_exponential(multiplier=busy_wall, max=max(busy_wall * 8, 0.002)),
-            stop=stop_after_delay(self._bound_wall),
-            before_sleep=self._count,
-            reraise=False,
-        )
-
-    def _count(self, _state) -> None:
-        self.lock_retries += 1
-
-    def _lock_error(self) -> DbLockError:
-        return DbLockError(f"write lock not acquired within {self._bound_soak:g} soak seconds")
+        self._lock_ms = wall_ms(self._retry_policy(clock, config, is_busy))  # the server's wait per try
 
     def __call__(self, fn: Callable[[Any], T]) -> T:
         try:

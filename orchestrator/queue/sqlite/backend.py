@@ -20,6 +20,7 @@ from typing import Any
 from orchestrator.core.clock import Clock
 from orchestrator.core.errors import DbLockError, StoreError
 from orchestrator.core.model import QueueConfig
+from orchestrator.queue.sqlfile import page_query
 from orchestrator.queue.sqlite.sqlfile import q
 from orchestrator.queue.sqlite.store import Writer, connect, is_busy
 
@@ -35,17 +36,6 @@ def wrapped(exc: sqlite3.Error) -> DbLockError | StoreError:
     if is_busy(exc):
         return DbLockError(f"database is locked: {exc}")
     return StoreError(f"cannot read the queue database: {exc}")
-
-
-def page_query(state: str | None, error: str | None) -> str:
-    """The name of the query that serves a tasks-view page (the state/error combination picks the index)."""
-    if state and error:
-        return "tasks_page_state_error"
-    if state:
-        return "tasks_page_state"
-    if error:
-        return "tasks_page_error"
-    return "tasks_page"
 
 
 class SqliteStore:

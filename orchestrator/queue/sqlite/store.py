@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+from tenacity import RetryError
 
 from orchestrator.core.clock import Clock
 from orchestrator.core.errors import DbLockError, StoreError
 from orchestrator.core.model import QueueConfig
-from orchestrator.core.skipclock import LOCK
+from orchestrator.queue.retries import LockRetries
 from orchestrator.queue.sqlite.sqlfile import q
 
 SCHEMA_ID = "orch-queue/1"
@@ -32,9 +32,6 @@ _INDEX_DDL = re.compile(r"^(CREATE|DROP) INDEX IF (?:NOT )?EXISTS (\w+)", re.MUL
 # pages made a commit 40 % cheaper than SQLite's default 4 KiB and four workers drain about 15 %
 # more, while full scans (`ops status` counts every task) take about 1.7x as long.
 PAGE_SIZE = 1024
-SKIP_BUSY_MS = 1  # the skip clock: SQLite's busy wait per try, wall ms: one short sleep (a read that meets a WAL
-# reset needs it; 0 made such reads fail at once), then the soak-time backoff below
-SKIP_BACKOFF = 0.05  # the skip clock: soak seconds of the first backoff (jittered, x2 per try, to 0.8)
 T = TypeVar("T")
 
 
@@ -143,61 +140,24 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         raise
 
 
-class Writer:
-    """Runs functions inside `BEGIN IMMEDIATE` transactions, retrying busy with backoff. Each
-    function is given `tx` (the backend's statements on this connection), never the connection."""
+class Writer(LockRetries):
+    """Runs functions inside `BEGIN IMMEDIATE` transactions, retrying busy with backoff
+    (`queue.retries`). Each function is given `tx` (the backend's statements on this connection),
+    never the connection."""
 
     def __init__(self, conn: sqlite3.Connection, clock: Clock, config: QueueConfig,
                  queue_file: Path | None = None, *, tx: Any):
         self.conn = conn
         self.tx = tx
-        self.lock_retries = 0
         # Writers of this package queue on a kernel lock before `BEGIN IMMEDIATE`: the next one
         # wakes as soon as the lock is free instead of sleeping in SQLite's busy handler. A writer
         # that does not take it (another tool, the chaos agent's lock hog) still meets the busy
-        # timeout and the retries below. The kernel drops the lock of a killed process.
+        # timeout and the retries. The kernel drops the lock of a killed process.
         # The lock file is opened at the first write, so readers (`ops status`) create nothing.
         self._queue_file = queue_file
         self._queue_fd: int | None = None
-        self.clock = clock
-        if clock.skips:
-            self._skip_retries(config)
-            return
-        busy_wall = max(clock.to_wall(config.busy_timeout), config.busy_wall_floor)
-        conn.execute(f"PRAGMA busy_timeout={max(int(busy_wall * 1000), 1)}")
-        bound_wall = max(clock.to_wall(config.lock_bound), config.lock_bound_wall_floor)
-        self._bound_soak = config.lock_bound
-        self._bound_wall = bound_wall
-        self._retrying = Retrying(
-            retry=retry_if_exception(is_busy),
-            wait=wait_random_exponential(multiplier=busy_wall, max=max(busy_wall * 8, 0.002)),
-            stop=stop_after_delay(bound_wall),
-            before_sleep=self._count,
-            reraise=False,
-        )
-
-    def _skip_retries(self, config: QueueConfig) -> None:
-        """On the skip clock a writer waits for the lock in soak time: SQLite's own busy wait is
-        a blink, and the backoff between tries is a wait on the clock (LOCK), so a writer kept out
-        by the lock hog lets the clock jump instead of holding it at the busy rate. While the hog
-        (a participant) holds the lock, the writer waits for its release instead of its backoff:
-        one try after the hold, not a dozen jumps to tries that meet the lock again."""
-        self.conn.execute(f"PRAGMA busy_timeout={SKIP_BUSY_MS}")
-        self._bound_soak = config.lock_bound
-        self._bound_wall = max(self.clock.to_wall(config.lock_bound), config.lock_bound_wall_floor)
-        self._retry_from = 0.0
-        self._retrying = Retrying(
-            retry=retry_if_exception(is_busy),
-            wait=wait_random_exponential(multiplier=SKIP_BACKOFF, max=SKIP_BACKOFF * 16),
-            stop=lambda _state: self.clock.now() - self._retry_from >= self._bound_soak,
-            sleep=lambda soak_seconds: self.clock.wait(None, soak_seconds, LOCK,
-                                                       seen=self._retry_from + self._bound_soak),
-            before_sleep=self._count,
-            reraise=False,
-        )
-
-    def _count(self, _state) -> None:
-        self.lock_retries += 1
+        try_wall = self._retry_policy(clock, config, is_busy)
+        conn.execute(f"PRAGMA busy_timeout={max(int(try_wall * 1000), 1)}")
 
     def __call__(self, fn: Callable[[Any], T]) -> T:
         try:
@@ -210,9 +170,7 @@ class Writer:
             self._retry_from = self.clock.now()
             return self._retrying(self._once, fn)
         except RetryError:
-            raise DbLockError(
-                f"write lock not acquired within {self._bound_soak:g} soak seconds"
-            ) from None
+            raise self._lock_error() from None
         except sqlite3.Error as exc:  # disk full, read-only file, I/O error: wrapped, never leaked
             raise StoreError(f"cannot write the queue database: {exc}") from None
 
@@ -245,9 +203,7 @@ class Writer:
                 return
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise DbLockError(
-                        f"write lock not acquired within {self._bound_soak:g} soak seconds"
-                    ) from None
+                    raise self._lock_error() from None
                 time.sleep(pause)
                 pause = min(pause * 2, 0.0002)
 
@@ -274,7 +230,7 @@ class Writer:
         try:
             return self._retrying(self._transaction, fn)
         except RetryError:
-            raise DbLockError(f"write lock not acquired within {self._bound_soak:g} soak seconds") from None
+            raise self._lock_error() from None
 
     def try_once(self, fn: Callable[[Any], T]) -> T:
         """One attempt with SQLite's busy timeout only: busy raises `DbLockError` at once."""
