@@ -8,6 +8,8 @@ storage interface only.
 - A foreign writer holds the write lock (`Writes.unqueued`, the lock hog's way in): the queue's
   writers wait and retry, then go on once it lets go; past the lock bound `DbLockError` is raised
   and nothing is written.
+- On PostgreSQL an idle worker is woken by the commit that makes a task due (LISTEN/NOTIFY), not
+  by its next look.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from orchestrator.core.clock import WALL
 from orchestrator.core.errors import DbLockError
 from orchestrator.core.model import QueueConfig
 from orchestrator.queue.writes import Queue
+from orchestrator.worker.loop import Worker, WorkerConfig
 
 WRITERS = 8
 ROUNDS = 40
@@ -182,3 +185,27 @@ def test_a_lock_held_past_the_bound_raises_db_lock_error_and_writes_nothing(loca
             release(hog)
         assert queue.store.dump() == before
         assert queue.enqueue("after", {}).created
+
+
+@pytest.mark.pg
+def test_an_idle_worker_on_postgresql_is_woken_by_the_enqueue_not_its_next_look(pg_database, wait_for):
+    url = pg_database()
+    with Queue(url, WALL) as work, Queue(url, WALL) as beats, Queue(url, WALL) as producer:
+        looked = threading.Event()
+        has_due = work.has_due
+
+        def look() -> bool:  # the worker's look at the queue; after the first, it waits its poll
+            found = has_due()
+            looked.set()
+            return found
+
+        work.has_due = look
+        worker = Worker(work, WorkerConfig(name="w1", poll=3600.0, max_tasks=1),  # a look an hour
+                        handler=lambda ctx: {"ok": True}, heartbeat_queue=beats)
+        runner = threading.Thread(target=worker.run, daemon=True)
+        runner.start()
+        assert looked.wait(30), "the worker never looked at the queue"
+        task = producer.enqueue("woken", {"work": 0.0}).task
+        runner.join(30)  # without the notification it would sleep out its hour
+        assert not runner.is_alive(), "the idle worker was not woken by the enqueue"
+        assert producer.get(task).state == "DONE"

@@ -162,6 +162,17 @@ class Backend(Reads, Protocol):
 
     @property
     def in_transaction(self) -> bool: ...
+
+    def notify_work(self) -> None:
+        """After a commit that made tasks due: tell idle workers elsewhere (PostgreSQL: NOTIFY; SQLite
+        has no notifications and does nothing). A hint: workers also look every poll."""
+        ...
+
+    def listen(self, on_work: Callable[[], None]) -> Callable[[], None] | None:
+        """Call `on_work` from a thread of the backend's own whenever `notify_work` was said on any
+        connection; returns how to stop, or None where the engine has no notifications."""
+        ...
+
     def integrity_check(self) -> list[str]: ...
 
     def dump(self) -> dict[str, list[dict]]:

@@ -56,10 +56,13 @@ class Queue(QueueView):
 
     def _kicking(self, result: T, tasks: int = 1) -> T:
         """After a commit that may have made `tasks` tasks due now: wake as many idle workers of
-        a skip clock at once (the constant clock's workers look every poll). A task a woken
-        worker misses is still seen: the clock wakes them all before it jumps past due work."""
+        a skip clock at once; on the constant clock, tell the workers listening for work on a
+        database that notifies (PostgreSQL), and the others look every poll. A task a woken worker
+        misses is still seen: the clock wakes them all before it jumps past due work."""
         if tasks:
             self.clock.kick(tasks)
+            if not self.clock.skips:  # the skip clock's kick is the wake-up; else the engine's, if it has one
+                self.store.notify_work()
         return result
 
     def record(self, event: str, **fields: Any) -> int | None:

@@ -125,6 +125,7 @@ class Worker:
         self.config = config
         self.handler = handler or load_handler(config.handler)
         self.stopping = threading.Event()
+        self.work_hint = threading.Event()  # set by a stop signal or a database's notification: look now
         self.finished = threading.Event()
         self.heartbeats = Heartbeats(heartbeat_queue or queue, config.name, self.finished)
         self.done = 0
@@ -136,6 +137,7 @@ class Worker:
     def install_signals(self) -> None:
         def on_signal(signum, _frame):
             self.stopping.set()
+            self.work_hint.set()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
@@ -168,6 +170,13 @@ class Worker:
             clock.enter()  # a participant of the skip clock until it exits (left in `finally`)
         self._record("worker_started", handler=cfg.handler, fencing=queue.config.fencing)
         self.heartbeats.start()
+        # On the constant clock a database that notifies (PostgreSQL) wakes an idle worker as soon as
+        # a commit makes tasks due, on any host; the look every poll stays as the fallback.
+        try:
+            unlisten = None if clock.skips else queue.store.listen(self.work_hint.set)
+        except OrchestratorError as exc:
+            unlisten = None
+            self._say(f"not listening for work ({exc}): a look every {cfg.poll:g} soak s")
         idle_since = clock.now()
         last_reap = float("-inf")
         pause = max(clock.to_wall(cfg.poll), cfg.poll_wall_floor)
@@ -200,8 +209,11 @@ class Worker:
                     if clock.skips:  # woken by an enqueue, a task falling due, or a signal's look
                         left = None if cfg.idle_exit is None else cfg.idle_exit - (clock.now() - idle_since)
                         clock.wait(self.stopping, left, WORK, seen=looked)
-                    else:
+                    elif unlisten is None:
                         self.stopping.wait(pause)
+                    else:
+                        self.work_hint.wait(pause)
+                        self.work_hint.clear()
                     continue
                 waiting = False
                 lease = leases.pop(0)
@@ -224,6 +236,8 @@ class Worker:
                 except DbLockError:
                     self.lock_failures += 1  # not released: its lease expires and the reaper returns it
         finally:
+            if unlisten is not None:
+                unlisten()
             self.finished.set()
             clock.set(self.heartbeats.changed)
             self._record("worker_exited", reason=reason, tasks=self.done)

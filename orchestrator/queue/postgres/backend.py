@@ -16,7 +16,8 @@ Driver errors do not leave: a read outside a write transaction that fails raises
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,7 +25,7 @@ import psycopg
 from psycopg import sql
 
 from orchestrator.core.clock import Clock
-from orchestrator.core.errors import StoreError
+from orchestrator.core.errors import OrchestratorError, StoreError
 from orchestrator.core.model import QueueConfig
 from orchestrator.queue.postgres.sqlfile import q
 from orchestrator.queue.postgres.store import CONNECT_TIMEOUT, Writer, connect, first_line, shown, wrapped
@@ -55,6 +56,7 @@ class PgStore:
         self._events: list[tuple] = []  # the transaction's events, numbered and inserted before COMMIT
         self._dump_key: tuple | None = None  # the schema `_dump_plan` was worked out for
         self._dump_plan: list[tuple[str, str]] = []
+        self._work_channel: str | None = None  # `_channel`: asked once
         self.conn = connect(url, create=create)
 
     def use_clock(self, clock: Clock) -> Writer:
@@ -225,6 +227,29 @@ class PgStore:
         row = self._one("last_id_enqueued_until", {"t": t})
         return None if row is None else row["id"]
 
+    # --- idle workers -----------------------------------------------------------------------
+    def _channel(self) -> str:
+        """The notification channel of this queue: one per schema (channels are database-wide)."""
+        if self._work_channel is None:
+            self._work_channel = "orch_work_" + self._value("current_schema", None)
+        return self._work_channel
+
+    def notify_work(self) -> None:
+        """Tell the idle workers listening on other connections, on any host, that tasks may be
+        due (NOTIFY, delivered when this autocommit statement ends). A hint only: one that does not
+        arrive leaves the task to the workers' next look."""
+        try:
+            self._run("notify_work", {"channel": self._channel()})
+        except OrchestratorError:
+            pass
+
+    def listen(self, on_work: Callable[[], None]) -> Callable[[], None]:
+        """Call `on_work` (from a thread of its own, on a connection of its own) whenever a commit
+        says tasks may be due; returns how to stop listening."""
+        listener = WorkListener(self.url, self._channel(), on_work)
+        listener.start()
+        return listener.stop
+
     # --- the whole database ---------------------------------------------------------------
     def integrity_check(self) -> list[str]:
         """["ok"], or what is wrong: the gap-free event counter, effects without their task."""
@@ -356,6 +381,35 @@ class PgStore:
 
     def end_run(self, run_id: str, status: str, wall: float, verdict: str | None) -> None:
         self._run("end_run", {"status": status, "wall": wall, "verdict": verdict, "id": run_id})
+
+
+class WorkListener(threading.Thread):
+    """LISTEN on a queue's channel and call `on_work` for each notification; when the connection
+    is lost, it stops (the worker goes on looking every poll, as without notifications)."""
+
+    def __init__(self, url: str, channel: str, on_work: Callable[[], None]):
+        super().__init__(name="listen-work", daemon=True)
+        try:
+            self.conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                                        application_name="orch-listen")
+            self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to {shown(url)}: {first_line(exc)}") from None
+        self.on_work = on_work
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                for _ in self.conn.notifies(timeout=0.5):  # a look at `stopping` twice a second
+                    self.on_work()
+        except psycopg.Error:
+            pass  # the server went away: the worker polls
+        finally:
+            self.conn.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
 
 
 class ProbeReader:

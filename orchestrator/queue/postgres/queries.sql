@@ -423,3 +423,9 @@ WHERE c.seq <> e.n OR c.seq <> coalesce(e.hi, 0)
 UNION ALL
 SELECT 'effect ' || f.key || ' has no task of that key'
 FROM effects AS f WHERE NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.key = f.key);
+
+-- name: current_schema
+SELECT current_schema() AS name
+
+-- name: notify_work
+SELECT pg_notify(%(channel)s, '')

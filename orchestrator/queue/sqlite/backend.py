@@ -12,7 +12,7 @@ Driver errors do not leave: a read outside a write transaction that fails raises
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -233,6 +233,13 @@ class SqliteStore:
     def last_id_enqueued_until(self, t: float) -> int | None:
         row = self._one("last_id_enqueued_until", (t,))
         return None if row is None else row["id"]
+
+    # --- idle workers -----------------------------------------------------------------------
+    def notify_work(self) -> None:
+        """SQLite has no notifications: idle workers look every poll (or the skip clock kicks them)."""
+
+    def listen(self, on_work: Callable[[], None]) -> None:
+        """No notifications to listen to (None: nothing to stop)."""
 
     # --- the whole database ---------------------------------------------------------------
     def integrity_check(self) -> list[str]:
