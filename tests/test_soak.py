@@ -21,6 +21,7 @@ from orchestrator.core.errors import ProfileError
 from orchestrator.faults import schedule
 from orchestrator.judge.reporttext import secs
 from orchestrator.judge.sli import aggregate_file
+from orchestrator.queue.runs import RunStore
 from orchestrator.queue.writes import Queue
 from orchestrator.soak import arrivals
 
@@ -304,6 +305,46 @@ def test_a_run_on_a_db_url_keeps_every_process_on_that_database(tmp_path, orch_c
     header, events = read_log(home, "accept")
     check_invariants(home, header, events, db_file=db)
     assert {"worker_started", "leased", "completed", "fault_injected"} <= {e["event"] for e in events}
+
+
+def test_a_worker_that_joins_a_running_soak_takes_its_lease_ttl(tmp_path, orch_cmd, clean_env, children,
+                                                                wait_for):
+    """An extra `orch worker` (from another host, on a server database) works under the run's lease
+    TTL, floored at the run's speed, not its own default: a shorter one would expire under it."""
+    home = tmp_path / "home"
+    children.start(orch_cmd("soak", "start", "--profile", str(acceptance_profile(tmp_path)), "--speed", "1440",
+                            "--seed", "3", "--home", str(home)),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env())
+
+    def running() -> bool:
+        status = CliRunner().invoke(orch, ["soak", "status", "--home", str(home), "--json"])
+        doc = orjson.loads(status.output) if status.exit_code == 0 else None  # null before the run exists
+        return isinstance(doc, dict) and doc.get("status") == "running"
+
+    wait_for(running, timeout=60, what="the run to start")
+    extra = subprocess.run(orch_cmd("worker", "--home", str(home), "--name", "extra", "--max-tasks", "1",
+                                    "--idle-exit", "3600"), capture_output=True, text=True, timeout=60, env=clean_env())
+    assert extra.returncode == 0, extra.stderr
+    first = extra.stderr.splitlines()[0]
+    assert first.endswith("lease TTL 72 soak s"), first  # 50 ms of wall time at 1440x, above the profile's 30 s
+    assert CliRunner().invoke(orch, ["soak", "stop", "--home", str(home)]).exit_code == 0
+
+
+def test_a_worker_from_another_host_is_refused_by_a_skip_clock_run(tmp_path):
+    """A skip-clock run's time is a file on its supervisor's machine: a worker that cannot map it
+    (another host) would run on a wrong clock, so it is refused with one line."""
+    home = tmp_path / "home"
+    with Queue(home / "db" / "queue.db", WALL) as queue:
+        store = RunStore(queue)
+        store.create("r1", profiles.BUILTIN["24h"].to_dict(), 1, 20.0, 1.0e9, home / "logs" / "r1.jsonl", None,
+                     clock_file=tmp_path / "elsewhere" / "clock.bin")  # not on this machine
+        store.go("r1", 1.0e9)
+        before = queue.store.dump()
+    result = CliRunner().invoke(orch, ["worker", "--home", str(home), "--name", "far", "--max-tasks", "1"])
+    assert result.exit_code == 4, result.output
+    assert result.output.startswith("Error: soak run r1 rehearses on the skip clock") and "Traceback" not in result.output
+    with Queue(home / "db" / "queue.db", WALL) as queue:
+        assert queue.store.dump() == before  # nothing written
 
 
 @pytest.mark.parametrize("clock", ["constant", "skip"])

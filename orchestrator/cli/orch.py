@@ -20,7 +20,7 @@ from orchestrator.cli.common import (
 )
 from orchestrator.cli.ops import _act
 from orchestrator.core import profiles
-from orchestrator.core.errors import UsageError
+from orchestrator.core.errors import Refused, UsageError
 from orchestrator.core.home import Home
 from orchestrator.core.model import QueueConfig
 from orchestrator.handlers.context import load_handler
@@ -67,7 +67,7 @@ def enqueue(key, payload, budget, actor, home, as_json):
 @click.option("--batch", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Tasks leased at once.")
 @click.option("--ttl", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
-              help="Lease TTL in soak seconds.")
+              help="Lease TTL in soak seconds (default: the soak run's, when one is running).")
 @click.option("--poll", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
               help="Idle poll interval in soak seconds.")
 @click.option("--cap", type=click.IntRange(min=1), default=None, help="Global cap on tasks in flight.")
@@ -91,12 +91,22 @@ def worker(handler, name, batch, ttl, poll, cap, reap, idle_exit, max_tasks, syn
     with Queue(home_.db, config=config) as probe:  # the run's clock and retry policy, if a run is on
         clock = probe.clock
         run = RunStore(probe).active()
+    if run is not None and run.clock_file and not clock.skips:
+        raise Refused(f"soak run {run.id} rehearses on the skip clock, whose time lives in a file on its "
+                      "supervisor's machine (not found here): only a constant-clock run takes workers from "
+                      "other hosts")
     if run is not None:
-        config = dataclasses.replace(config, retry=profiles.from_dict(run.profile).retry.policy())
+        profile = profiles.from_dict(run.profile)
+        config = dataclasses.replace(config, retry=profile.retry.policy())
+        if click.get_current_context().get_parameter_source("ttl").name == "DEFAULT":
+            # the run's lease TTL (a worker joining from another host too): a shorter one would let
+            # its leases expire under it at the run's speed
+            ttl = profile.effective_ttl(run.speed, skip=run.clock_file is not None)
+            config = dataclasses.replace(config, lease_ttl=ttl)
     joined = run_id or (run.id if run is not None else None)  # the run's folder holds its downstream
     wcfg = WorkerConfig(
         name=name, handler=handler, batch=batch, poll=poll,
-        reap_every=ttl / 2 if reap else None, idle_exit=idle_exit, max_tasks=max_tasks, lock_socket=lock_socket,
+        reap_every=config.lease_ttl / 2 if reap else None, idle_exit=idle_exit, max_tasks=max_tasks, lock_socket=lock_socket,
         workdir=str(home_.runtime / joined) if joined else str(home_.runtime),
     )
     raise SystemExit(run_worker(home_.db, clock, config, wcfg))

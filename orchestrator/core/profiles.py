@@ -19,6 +19,8 @@ import tomli_w
 from orchestrator.core.errors import ProfileError
 from orchestrator.core.model import TRANSIENT, ErrorClass, RetryPolicy
 
+TTL_WALL_FLOOR = 0.05  # wall seconds: the lease TTL never falls below this on the constant clock
+
 
 @dataclass(frozen=True)
 class Burst:
@@ -100,6 +102,13 @@ class Profile:
     retry: Retry = field(default_factory=Retry)
     abort: Abort = field(default_factory=Abort)
     oncall: Oncall = field(default_factory=Oncall)
+
+    def effective_ttl(self, speed: float, *, skip: bool = False) -> float:
+        """The lease TTL of a run in soak seconds, floored in wall time at high constant speeds (a
+        lease must outlive a WAL checkpoint stall of 10-30 ms: docs/soak.md); the skip clock needs no
+        floor (a pause of the machine stops soak time too). Every worker of the run uses it, one
+        that joins from another host included."""
+        return self.lease_ttl if skip else max(self.lease_ttl, TTL_WALL_FLOOR * speed)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

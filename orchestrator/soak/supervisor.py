@@ -47,17 +47,10 @@ from orchestrator.soak.progress import Progress
 from orchestrator.soak.skipjobs import Job, SkipJobs, every, never
 from orchestrator.soak.shipper import Shipper, header_line, link_latest, write_header
 
-TTL_WALL_FLOOR = 0.05  # wall seconds: a lease must outlive a WAL checkpoint stall (10-30 ms)
 # soak seconds an evaluation on the skip clock waits for the shipper to write the events committed
 # before it (a real shipper writes every soak second); one gone or stalled holds it no longer
 LOG_WAIT = 1.0
 EXIT_CODES = {"PASS": 0, "FAIL": 1, "INCOMPLETE": 1, "STOPPED": 1, "ABORTED": 3}
-
-
-def effective_ttl(profile: Profile, speed: float, skip: bool = False) -> float:
-    """The lease TTL in soak seconds, floored in wall time at high constant speeds (see
-    docs/soak.md); the skip clock needs no floor (a pause of the machine stops soak time too)."""
-    return profile.lease_ttl if skip else max(profile.lease_ttl, TTL_WALL_FLOOR * speed)
 
 
 @dataclass(frozen=True)
@@ -88,7 +81,7 @@ class Supervisor:
         self.plan = plan
         self.options = options
         self.clock = run.clock
-        self.ttl = effective_ttl(profile, run.speed, skip=run.clock_file is not None)
+        self.ttl = profile.effective_ttl(run.speed, skip=run.clock_file is not None)
         self.config = QueueConfig(retry=profile.retry.policy(), lease_ttl=self.ttl,
                                   inflight_cap=profile.inflight_cap or None)
         self.local = threading.local()

@@ -183,7 +183,8 @@ class Worker:
         reason = "stopped"
         leases: list[Lease] = []
         waiting = False  # said once per idle spell, on stderr
-        self._say(f"leasing from {no_password(str(queue.path))} with handler {cfg.handler}")
+        self._say(f"leasing from {no_password(str(queue.path))} with handler {cfg.handler}, "
+                  f"lease TTL {queue.config.lease_ttl:g} soak s")
         try:
             while not self.stopping.is_set():
                 now = clock.now()
