@@ -20,7 +20,8 @@ def test_a_worker_says_what_it_does_when_it_waits_and_when_it_exits_idle(tmp_pat
                                    "--home", str(home)), capture_output=True, text=True, timeout=60, env=clean_env())
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
-    assert lines[0] == f"w9: leasing from {home / 'db' / 'queue.db'} with handler orchestrator.handlers:synthetic"
+    assert lines[0] == (f"w9: leasing from {home / 'db' / 'queue.db'} with handler orchestrator.handlers:synthetic, "
+                        "lease TTL 30 soak s")
     assert "w9: no task due: waiting (a look every 0.2 soak s, exiting after 2 idle soak s)" in lines
     assert lines[-2:] == ["w9: no task due for 2 soak s: exiting (--idle-exit)", "w9: exited (idle) after 1 tasks"]
 
