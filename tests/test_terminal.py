@@ -253,9 +253,13 @@ class Tmux:
         return self("capture-pane", "-p", "-t", "t", "-S", "-")
 
     def dead(self) -> int | None:
-        """The command's exit status once it has ended (None while it runs)."""
-        dead, _, status = self("display-message", "-p", "-t", "t", "#{pane_dead} #{pane_dead_status}").partition(" ")
-        return int(status) if dead == "1" else None
+        """The command's exit status once it has ended (None while it runs); killed by a signal,
+        128 + the signal's number, as a shell says it."""
+        dead, status, killed = (self("display-message", "-p", "-t", "t",
+                                     "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}").strip().split(":") + ["", ""])[:3]
+        if dead != "1":
+            return None
+        return int(status) if status else 128 + int(killed or 0)
 
     def close(self, wait_for) -> None:
         try:
