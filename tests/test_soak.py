@@ -321,13 +321,16 @@ def test_a_worker_that_joins_a_running_soak_takes_its_lease_ttl(tmp_path, orch_c
         doc = orjson.loads(status.output) if status.exit_code == 0 else None  # null before the run exists
         return isinstance(doc, dict) and doc.get("status") == "running"
 
-    wait_for(running, timeout=60, what="the run to start")
-    extra = subprocess.run(orch_cmd("worker", "--home", str(home), "--name", "extra", "--max-tasks", "1",
-                                    "--idle-exit", "3600"), capture_output=True, text=True, timeout=60, env=clean_env())
-    assert extra.returncode == 0, extra.stderr
-    first = extra.stderr.splitlines()[0]
-    assert first.endswith("lease TTL 72 soak s"), first  # 50 ms of wall time at 1440x, above the profile's 30 s
-    assert CliRunner().invoke(orch, ["soak", "stop", "--home", str(home)]).exit_code == 0
+    try:
+        wait_for(running, timeout=60, what="the run to start")
+        extra = subprocess.run(orch_cmd("worker", "--home", str(home), "--name", "extra", "--max-tasks", "1",
+                                        "--idle-exit", "3600"), capture_output=True, text=True, timeout=60,
+                               env=clean_env())
+        assert extra.returncode == 0, extra.stderr
+        first = extra.stderr.splitlines()[0]
+        assert first.endswith("lease TTL 72 soak s"), first  # 50 ms of wall time at 1440x, above the profile's 30 s
+    finally:  # stopped as an operator would: a killed supervisor would leave its pool behind
+        assert CliRunner().invoke(orch, ["soak", "stop", "--home", str(home)]).exit_code == 0
 
 
 def test_a_worker_from_another_host_is_refused_by_a_skip_clock_run(tmp_path):
