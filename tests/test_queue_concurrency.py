@@ -19,7 +19,6 @@ import random
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -33,9 +32,10 @@ WRITERS = 8
 ROUNDS = 40
 
 
-def _write_side_by_side(location, number: int, barrier, results) -> None:
+def _write_side_by_side(location, number: int, barrier, results, commits, committed) -> None:
     """One writer process: ROUNDS transactions of 1-3 events; every third one keeps its
-    transaction open a few ms after its event (numbered at insert, it would commit late)."""
+    transaction open after its events until another writer has committed (numbered at insert,
+    they would commit late), at most a few ms: where writers take turns (SQLite) none can."""
     rng = random.Random(number)
     try:
         with Queue(location, WALL, QueueConfig(lock_bound=120.0, lock_bound_wall_floor=120.0)) as queue:
@@ -46,13 +46,18 @@ def _write_side_by_side(location, number: int, barrier, results) -> None:
                 pause = 0.002 + rng.random() * 0.01 if i % 3 == 0 else 0.0
 
                 def work(tx, n=n, pause=pause, i=i) -> None:
+                    before = commits.value
                     for j in range(n):
                         tx.insert_event(0.0, 0.0, "checkpoint", None, None, None, None, None, None,
                                         f"writer-{number}", None, None, f"{i}.{j}", None)
-                    if pause:
-                        time.sleep(pause)  # the transaction stays open with its events written
+                    if pause:  # the transaction stays open with its events written
+                        with committed:
+                            committed.wait_for(lambda: commits.value > before, timeout=pause)
 
                 queue.write(work)
+                with committed:
+                    commits.value += 1
+                    committed.notify_all()
                 written += n
         results.put((number, written, None))
     except Exception as exc:  # reported to the test, which fails on it
@@ -64,7 +69,9 @@ def test_concurrent_writers_leave_a_gap_free_log_that_a_polling_reader_never_ski
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(WRITERS + 1)
     results = ctx.Queue()
-    procs = [ctx.Process(target=_write_side_by_side, args=(location, n, barrier, results)) for n in range(WRITERS)]
+    commits, committed = ctx.Value("i", 0), ctx.Condition()  # transactions committed, by all writers
+    procs = [ctx.Process(target=_write_side_by_side, args=(location, n, barrier, results, commits, committed))
+             for n in range(WRITERS)]
     seen: list[int] = []
     skipped: list[tuple[int, int]] = []
     try:

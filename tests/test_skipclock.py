@@ -248,7 +248,7 @@ def test_a_timer_that_ran_out_in_a_busy_stretch_is_woken_by_the_next_look(clock,
             with clock.participant():
                 clock.sleep(deadline - 0.01 - clock.now())  # the jump wakes this one only
                 woke.set()
-                time.sleep(0.05)  # busy: soak time runs past the other's deadline at rate 1
+                until(lambda: clock.now() > deadline, "soak time to run past the other's deadline")  # busy, rate 1
                 clock.sleep(5000.0)
 
         o = threading.Thread(target=other, daemon=True)
