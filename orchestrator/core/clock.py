@@ -59,6 +59,9 @@ class Clock:
     def kick(self, *_: Any) -> None:
         pass
 
+    def released(self) -> None:
+        pass
+
     def freeze(self) -> None:
         pass
 
@@ -84,7 +87,7 @@ class HandClock:
 
     speed = 1.0
     skips = False
-    participant, set, kick, freeze = Clock.participant, Clock.set, Clock.kick, Clock.freeze
+    participant, set, kick, released, freeze = Clock.participant, Clock.set, Clock.kick, Clock.released, Clock.freeze
 
     def __init__(self, start: float = 1_000_000.0):
         self.t = start

@@ -51,8 +51,7 @@ class Queue(QueueView):
         try:
             self.write.unqueued(work)
         finally:
-            if self.clock.skips:
-                self.clock.released()  # wake the writers that waited for this hold to end
+            self.clock.released()  # the skip clock: wake the writers that waited for this hold to end
 
     def _kicking(self, result: T, tasks: int = 1) -> T:
         """After a commit that may have made `tasks` tasks due now: wake as many idle workers of

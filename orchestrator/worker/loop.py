@@ -210,9 +210,7 @@ class Worker:
                     if clock.skips:  # woken by an enqueue, a task falling due, or a signal's look
                         left = None if cfg.idle_exit is None else cfg.idle_exit - (clock.now() - idle_since)
                         clock.wait(self.stopping, left, WORK, seen=looked)
-                    elif unlisten is None:
-                        self.stopping.wait(pause)
-                    else:
+                    else:  # a look every poll, sooner on a stop signal or the database's word
                         self.work_hint.wait(pause)
                         self.work_hint.clear()
                     continue
