@@ -7,6 +7,7 @@ thousand seconds is a jump, which the tests count. No test sleeps for a fixed ti
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import signal
@@ -363,6 +364,57 @@ def test_a_stopped_participant_does_not_hold_the_clock_and_a_killed_one_is_freed
     finally:
         if child.is_alive():
             os.kill(child.pid, signal.SIGKILL)
+
+
+def _locking_child(path: str, ready) -> None:
+    """A process that takes and lets go of the clock's lock as fast as it can (two threads, as a
+    worker has: its main loop and its heartbeat)."""
+    c = SkipClock(path)
+
+    def spin() -> None:
+        while True:
+            c.kick(topic=REAP)
+
+    threading.Thread(target=spin, daemon=True).start()
+    ready.set()
+    spin()
+
+
+def _all_stopped(pid: int) -> bool:
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat", "rb") as fh:
+            if fh.read().rsplit(b") ", 1)[1][:1] not in (b"T", b"t"):
+                return False
+    return True
+
+
+def test_sigstop_sent_by_the_clock_never_stops_a_process_holding_its_lock(clock, until):
+    """`kill` returns before the target has stopped: a thread of it woken from the lock's wait
+    by our own release could take the lock and then stop holding it, and every participant of
+    the run (the thread that would send SIGCONT among them) would wait on it for ever. The clock
+    lets go of its lock only once every thread of the target has stopped."""
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    child = ctx.Process(target=_locking_child, args=(str(clock.path), ready), daemon=True)
+    child.start()
+    held = 0
+    try:
+        assert ready.wait(DEADLINE)
+        for _ in range(300):
+            assert clock.signal(child.pid, signal.SIGSTOP)
+            until(lambda: _all_stopped(child.pid), "every thread of the child stopped")
+            fd = os.open(clock.path, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held += 1  # stopped holding the clock's lock
+            finally:
+                os.close(fd)
+            os.kill(child.pid, signal.SIGCONT)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(DEADLINE)
+    assert held == 0, f"{held} of 300 SIGSTOPs stopped the child holding the clock's lock"
 
 
 def test_every_process_reads_the_same_time(clock):

@@ -27,6 +27,7 @@ import fcntl
 import math
 import mmap
 import os
+import signal
 import socket
 import struct
 import threading
@@ -49,6 +50,7 @@ FREE, BUSY, WAITING = 0, 1, 2
 # LOCK: a writer kept out of the write lock: until the HOLD ends (`released`), else its backoff.
 TIMER, WORK, SHIP, REAP, LOG, HOLD, LOCK = 0, 1, 2, 3, 4, 5, 6
 LOOK_WALL = 0.05  # wall seconds: a waiter's periodic look (a lost wake, a signal, a dead peer)
+STOP_WALL = 2.0  # wall seconds `signal` holds the lock at most for a SIGSTOP to take effect
 INF = math.inf
 
 
@@ -74,6 +76,34 @@ def process_state(pid: int, starttime: int) -> str:
     if fields[0] in (b"Z", b"X") or int(fields[19]) != starttime:
         return "dead"
     return "stopped" if fields[0] in (b"T", b"t") else "run"
+
+
+def threads_stopped(pid: int) -> bool:
+    """Whether every thread of `pid` is stopped (or gone)."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as fh:
+                state = fh.read().rsplit(b") ", 1)[1][:1]
+        except (OSError, IndexError):
+            continue  # that thread ended
+        if state not in (b"T", b"t", b"Z", b"X"):
+            return False
+    return True
+
+
+def await_stopped(pid: int, wall_timeout: float) -> bool:
+    """Wait until every thread of `pid` has stopped after a SIGSTOP (`kill` returns before they
+    have), at most `wall_timeout` wall seconds; whether they have."""
+    deadline = time.monotonic() + wall_timeout
+    while not threads_stopped(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.0002)
+    return True
 
 
 def _starttime(pid: int) -> int:
@@ -444,13 +474,18 @@ class SkipClock:
 
     def signal(self, pid: int, sig: int) -> bool:
         """Send `sig` holding the clock's lock, so SIGSTOP never stops a process inside it (and
-        SIGKILL never ends one halfway through a jump)."""
+        SIGKILL never ends one halfway through a jump). `kill` returns before the target has
+        stopped: a thread of it that waits for this lock, woken by our release, would take it and
+        stop holding it (every participant, the one that sends SIGCONT too, would then wait on it
+        for ever). So the lock is let go once every thread of the target has stopped."""
         with self._locked():
             try:
                 os.kill(pid, sig)
-                return True
             except ProcessLookupError:
                 return False  # gone already
+            if sig == signal.SIGSTOP:
+                await_stopped(pid, STOP_WALL)
+            return True
 
     # --- the jump --------------------------------------------------------------------------
     def _may_jump(self) -> bool:

@@ -29,6 +29,7 @@ from orchestrator.core.clock import Clock
 from orchestrator.core.errors import DbLockError, OrchestratorError
 from orchestrator.core.home import Home
 from orchestrator.core.model import QueueConfig
+from orchestrator.core.skipclock import await_stopped
 from orchestrator.drills.base import Check, Drill, Evidence, Recovery
 from orchestrator.judge.sli import Aggregator, LogTail
 from orchestrator.queue.runs import RunStore
@@ -263,6 +264,7 @@ class Harness:
         it, which is the db-lock drill's business, not a stall's)."""
         for _ in range(tries):
             self.signal(proc, signal.SIGSTOP)
+            await_stopped(proc.pid, 2.0)  # the lock is looked at once it can no longer change hands
             if self.write_lock_free():
                 return True
             self.signal(proc, signal.SIGCONT)
