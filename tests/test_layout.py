@@ -130,7 +130,8 @@ def test_the_private_name_check_finds_a_reach(tmp_path):
 
 
 # The storage seam (orchestrator/queue/backend.py): only the backend packages talk to a database
-# driver. The synthetic downstream's ledger is a handler's own SQLite file, not the queue.
+# driver. The synthetic downstream's ledger is a handler's own store (a SQLite file, or its own table on
+# the queue's PostgreSQL server), not the queue.
 BACKENDS = ("orchestrator/queue/sqlite/", "orchestrator/queue/postgres/")
 OWN_STORES = {"orchestrator/handlers/ledger.py"}
 DRIVERS = {"sqlite3", "sqlite_utils", "psycopg", "psycopg_pool"}

@@ -17,7 +17,7 @@ import orjson
 from orchestrator.core.clock import Clock
 from orchestrator.core.errors import UsageError
 from orchestrator.core.model import GuardrailExceeded
-from orchestrator.handlers.ledger import Ledger
+from orchestrator.handlers.ledger import Ledger, ServerLedger
 
 
 class LeaseLost(Exception):
@@ -42,7 +42,7 @@ class TaskContext:
     probe_write: Callable[[], None] | None = None  # one write with no retry (db_lock faults)
     request_lock: Callable[[float], AbstractContextManager[bool]] | None = None  # the lock hog holds the lock in the block
     worker: str | None = None
-    ledger: Ledger | None = None  # the synthetic downstream (`handlers.ledger`), where the worker has one
+    ledger: Ledger | ServerLedger | None = None  # the synthetic downstream (`handlers.ledger`), where the worker has one
     on_side_effect: Callable[[bool, str, str], None] | None = None  # the worker records what `side_effect` says
 
     def sleep(self, soak_seconds: float) -> None:

@@ -23,7 +23,7 @@ from orchestrator.core.model import GuardrailExceeded, QueueConfig, classify, de
 from orchestrator.core.skipclock import WORK
 from orchestrator.faults.client import lock_requester
 from orchestrator.handlers.context import LeaseLost, Stopping, TaskContext, load_handler, payload_of
-from orchestrator.handlers.ledger import Ledger
+from orchestrator.handlers.ledger import open_ledger
 from orchestrator.queue.probe import install
 from orchestrator.queue.tasks import Lease, SideEffect
 from orchestrator.queue.writes import Queue
@@ -40,7 +40,8 @@ class WorkerConfig:
     idle_exit: float | None = None  # exit after this many idle soak seconds (demos, tests)
     max_tasks: int | None = None
     lock_socket: str | None = None  # the chaos agent's socket (db_lock faults)
-    workdir: str | None = None  # the run's folder: the synthetic downstream's ledger.db lives here
+    workdir: str | None = None  # the run's folder: the synthetic downstream's ledger.db lives here (a
+    # queue on a PostgreSQL server keeps its ledger on the server: `handlers.ledger.open_ledger`)
 
 
 class Heartbeats(threading.Thread):
@@ -131,7 +132,7 @@ class Worker:
         self.done = 0
         self.lock_failures = 0
         self.lost: dict[int, threading.Event] = {}  # per held lease: set when it was revoked
-        self.ledger = Ledger(Path(config.workdir) / "ledger.db") if config.workdir else None
+        self.ledger = open_ledger(queue.path, config.workdir) if config.workdir else None
         self.effects: dict[int, list[SideEffect]] = {}  # per running task: side effects not yet recorded
 
     def install_signals(self) -> None:
