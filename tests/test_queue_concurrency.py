@@ -216,3 +216,32 @@ def test_an_idle_worker_on_postgresql_is_woken_by_the_enqueue_not_its_next_look(
         runner.join(30)  # without the notification it would sleep out its hour
         assert not runner.is_alive(), "the idle worker was not woken by the enqueue"
         assert producer.get(task).state == "DONE"
+
+
+def test_a_stale_report_that_leases_its_own_task_again_runs_it_under_the_new_lease(location, clock):
+    """A worker paused past its lease reports late: the report is refused (stale) and, in the same
+    transaction, leases the next due task, which can be that very task at a new epoch (the reaper
+    returned it). The new lease is the worker's own: letting go of the old one must not drop it
+    (the worker once kept its leases by task id and died on a KeyError here)."""
+    config = QueueConfig(lease_ttl=30.0)
+    with Queue(location, clock, config) as work, Queue(location, clock, config) as beats, \
+            Queue(location, clock, config) as other:
+        task = other.enqueue("again", {}).task
+        epochs: list[int] = []
+        reaped: list = []
+
+        def handler(ctx) -> dict:  # (an assertion here would be a handler failure: checked after)
+            epochs.append(ctx.epoch)
+            if ctx.epoch == 1:  # paused past the lease; the reaper returns the task meanwhile
+                clock.advance(config.lease_ttl + 1.0)
+                reaped.extend(other.reap())
+                clock.advance(3600.0)  # past the retry's backoff: due again when the late report leases
+            return {"epoch": ctx.epoch}
+
+        worker = Worker(work, WorkerConfig(name="w1", max_tasks=2), handler=handler, heartbeat_queue=beats)
+        assert worker.run() == 0
+        assert reaped == [(task, "PENDING")] and epochs == [1, 2]
+        assert other.get(task).state == "DONE"
+        story = [(e["event"], e["epoch"]) for e in other.history(task)
+                 if e["event"] in ("stale_rejected", "leased", "completed")]
+        assert story == [("leased", 1), ("stale_rejected", 1), ("leased", 2), ("completed", 2)]

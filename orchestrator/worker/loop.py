@@ -54,7 +54,7 @@ class Heartbeats(threading.Thread):
         self.worker = worker
         self.stop = stop
         self.lock = threading.Lock()
-        self.held: dict[int, tuple[Lease, threading.Event, float]] = {}
+        self.held: dict[tuple[int, int], tuple[Lease, threading.Event, float]] = {}  # by (task, epoch)
         self.period = max(queue.clock.to_wall(queue.config.lease_ttl / 3), 0.001)
         self.changed = threading.Event()  # the skip clock: a lease taken, beat for it
         self.slot: int | None = None  # the skip clock: this thread's participant slot
@@ -63,7 +63,7 @@ class Heartbeats(threading.Thread):
         """Start beating for `lease` (leased just now)."""
         clock = self.queue.clock
         with self.lock:
-            self.held[lease.task] = (lease, lost, clock.now())
+            self.held[lease.task, lease.epoch] = (lease, lost, clock.now())
         if clock.skips:  # beat in ttl/3: bring the thread's wait forward, or have it look again
             slot = self.slot
             if slot is None or not clock.retime(slot, clock.now() + self.queue.config.lease_ttl / 3,
@@ -73,7 +73,7 @@ class Heartbeats(threading.Thread):
     def drop(self, lease: Lease) -> None:
         clock = self.queue.clock
         with self.lock:
-            self.held.pop(lease.task, None)
+            self.held.pop((lease.task, lease.epoch), None)
             beats = [at for _, _, at in self.held.values()]
         if clock.skips and self.slot is not None:  # no beat for a lease let go: no jump to it either
             clock.retime(self.slot, min(beats) + self.queue.config.lease_ttl / 3 if beats else math.inf)
@@ -113,8 +113,8 @@ class Heartbeats(threading.Thread):
             except OrchestratorError:
                 continue  # a locked database: try again next period; the lease may expire
             with self.lock:
-                if lease.task in self.held:
-                    self.held[lease.task] = (lease, lost, self.queue.clock.now())
+                if (lease.task, lease.epoch) in self.held:
+                    self.held[lease.task, lease.epoch] = (lease, lost, self.queue.clock.now())
             if not alive:
                 self.queue.clock.set(lost)
 
@@ -131,7 +131,9 @@ class Worker:
         self.heartbeats = Heartbeats(heartbeat_queue or queue, config.name, self.finished)
         self.done = 0
         self.lock_failures = 0
-        self.lost: dict[int, threading.Event] = {}  # per held lease: set when it was revoked
+        # per held lease (task, epoch: a stale report may lease its own task again, at a new epoch,
+        # before the old lease is let go): set when it was revoked
+        self.lost: dict[tuple[int, int], threading.Event] = {}
         self.ledger = open_ledger(queue.path, config.workdir) if config.workdir else None
         self.effects: dict[int, list[SideEffect]] = {}  # per running task: side effects not yet recorded
 
@@ -157,13 +159,13 @@ class Worker:
     def _held(self, leases: list[Lease]) -> list[Lease]:
         """Start heartbeats for leases just taken (batched ones wait their turn under them)."""
         for lease in leases:
-            self.lost[lease.task] = lost = threading.Event()
+            self.lost[lease.task, lease.epoch] = lost = threading.Event()
             self.heartbeats.hold(lease, lost)
         return leases
 
     def _let_go(self, lease: Lease) -> None:
         self.heartbeats.drop(lease)
-        self.lost.pop(lease.task, None)
+        self.lost.pop((lease.task, lease.epoch), None)
 
     def run(self) -> int:
         cfg, queue, clock = self.config, self.queue, self.queue.clock
@@ -255,7 +257,7 @@ class Worker:
     def _context(self, lease: Lease) -> TaskContext:
         return TaskContext(
             task=lease.name, key=lease.key, payload=payload_of(lease.payload), attempt=lease.attempt,
-            epoch=lease.epoch, budget=lease.budget, clock=self.queue.clock, lost=self.lost[lease.task],
+            epoch=lease.epoch, budget=lease.budget, clock=self.queue.clock, lost=self.lost[lease.task, lease.epoch],
             probe_write=self._probe_write,
             request_lock=None if self.config.lock_socket is None else
             lock_requester(Path(self.config.lock_socket), self.queue.clock, lease.name),
@@ -301,7 +303,7 @@ class Worker:
     def _run_and_report(self, lease: Lease, more: int) -> list[Lease]:
         queue, name = self.queue, self.config.name
         self.done += 1
-        if self.lost[lease.task].is_set():
+        if self.lost[lease.task, lease.epoch].is_set():
             return []  # revoked while it waited in a batch (its refused heartbeat is recorded)
         if lease.has_effect:  # second line of defence: the effect exists, do not run the handler
             return queue.complete_and_lease(lease.task, lease.epoch, name, limit=more)[1]
