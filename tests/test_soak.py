@@ -169,12 +169,19 @@ def read_log(home: Path, profile: str) -> tuple[dict, list[dict]]:
     return orjson.loads(lines[0]), [orjson.loads(x) for x in lines[1:]]
 
 
-def check_invariants(home: Path, header: dict, events: list[dict], db_file: Path | str | None = None) -> None:
-    """The run's log against its database, read through the storage interface (any backend)."""
+def check_invariants(home: Path, header: dict, events: list[dict], db_file: Path | str | None = None,
+                     joined: frozenset[str] = frozenset()) -> None:
+    """The run's log against its database, read through the storage interface (any backend).
+    `joined`: workers that joined from another host; each leaves when it sees the run is over,
+    and its `worker_exited` may follow the log's end (`run_finished`) in the database."""
     with Queue(db_file or home / "db" / "queue.db", WALL, create=False) as queue:
         states = queue.store.counts_by_state()
         n_effects = queue.store.count_effects()
-        table = [(r["seq"], r["event"]) for r in queue.events_after(header["first_seq"] - 1, 10_000_000)]
+        rows = queue.events_after(header["first_seq"] - 1, 10_000_000)
+    table = [(r["seq"], r["event"]) for r in rows[:len(events)]]
+    after = [(r["event"], r["worker"], orjson.loads(r["data"] or "{}").get("reason")) for r in rows[len(events):]]
+    assert all(event == "worker_exited" and worker in joined and reason == "run_over"
+               for event, worker, reason in after), after
     planned = header["manifest"]["arrivals"]
     # every arrival enqueued once
     enqueued = [e for e in events if e["event"] == "enqueued"]

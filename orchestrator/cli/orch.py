@@ -107,7 +107,7 @@ def worker(handler, name, batch, ttl, poll, cap, reap, idle_exit, max_tasks, syn
     wcfg = WorkerConfig(
         name=name, handler=handler, batch=batch, poll=poll,
         reap_every=config.lease_ttl / 2 if reap else None, idle_exit=idle_exit, max_tasks=max_tasks, lock_socket=lock_socket,
-        workdir=str(home_.runtime / joined) if joined else str(home_.runtime),
+        run=joined, workdir=str(home_.runtime / joined) if joined else str(home_.runtime),
     )
     raise SystemExit(run_worker(home_.db, clock, config, wcfg))
 

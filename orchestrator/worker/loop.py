@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,11 @@ from orchestrator.faults.client import lock_requester
 from orchestrator.handlers.context import LeaseLost, Stopping, TaskContext, load_handler, payload_of
 from orchestrator.handlers.ledger import open_ledger
 from orchestrator.queue.probe import install
+from orchestrator.queue.runs import RunStore
 from orchestrator.queue.tasks import Lease, SideEffect
 from orchestrator.queue.writes import Queue
+
+RUN_LOOK_WALL = 1.0  # wall seconds between an idle joined worker's looks at its run's status
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,9 @@ class WorkerConfig:
     idle_exit: float | None = None  # exit after this many idle soak seconds (demos, tests)
     max_tasks: int | None = None
     lock_socket: str | None = None  # the chaos agent's socket (db_lock faults)
+    run: str | None = None  # the soak run it joined (`orch worker --run`, or one in progress): it exits
+    # when that run is over (a run's own workers are stopped by their supervisor; one from another
+    # host is not its child)
     workdir: str | None = None  # the run's folder: the synthetic downstream's ledger.db lives here (a
     # queue on a PostgreSQL server keeps its ledger on the server: `handlers.ledger.open_ledger`)
 
@@ -135,6 +142,7 @@ class Worker:
         # before the old lease is let go): set when it was revoked
         self.lost: dict[tuple[int, int], threading.Event] = {}
         self.ledger = open_ledger(queue.path, config.workdir) if config.workdir else None
+        self._run_looked = -math.inf  # monotonic time of the last look at the joined run's status
         self.effects: dict[int, list[SideEffect]] = {}  # per running task: side effects not yet recorded
 
     def install_signals(self) -> None:
@@ -201,6 +209,10 @@ class Worker:
                 if not leases:
                     leases = self._lease() if queue.has_due() else []
                 if not leases:
+                    if self._run_over():
+                        reason = "run_over"
+                        self._say(f"soak run {cfg.run} is over: exiting")
+                        break
                     if cfg.idle_exit is not None and clock.now() - idle_since >= cfg.idle_exit:
                         reason = "idle"
                         self._say(f"no task due for {cfg.idle_exit:g} soak s: exiting (--idle-exit)")
@@ -247,6 +259,17 @@ class Worker:
             if clock.skips:
                 clock.leave()
         return 0
+
+    def _run_over(self) -> bool:
+        """Whether the run this worker joined is over: looked up at most once a wall second, when
+        idle (a lease in hand is finished first)."""
+        if self.config.run is None or time.monotonic() < self._run_looked + RUN_LOOK_WALL:
+            return False
+        self._run_looked = time.monotonic()
+        try:
+            return RunStore(self.queue).get(self.config.run).status not in ("starting", "running")
+        except OrchestratorError:
+            return False  # the database cannot say now: look again later
 
     def _lease(self) -> list[Lease]:
         try:
