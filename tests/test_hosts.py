@@ -112,18 +112,18 @@ def far_host(pg_server):
     tag = secrets.token_hex(3)
     ns, here_if, there_if = f"orch-{tag}", f"oh{tag}", f"on{tag}"
     net = f"10.213.{int(tag[:2], 16)}"
-    try:
-        _ip("netns", "add", ns)
-    except (subprocess.CalledProcessError, OSError) as exc:
-        pytest.skip(f"cannot make a network namespace here: {getattr(exc, 'stderr', exc)}")
     relay = None
     try:
-        _ip("link", "add", here_if, "type", "veth", "peer", "name", there_if, "netns", ns)
-        _ip("addr", "add", f"{net}.1/30", "dev", here_if)
-        _ip("link", "set", here_if, "up")
-        _ip("-n", ns, "addr", "add", f"{net}.2/30", "dev", there_if)
-        _ip("-n", ns, "link", "set", there_if, "up")
-        _ip("-n", ns, "link", "set", "lo", "up")
+        try:
+            _ip("netns", "add", ns)
+            _ip("link", "add", here_if, "type", "veth", "peer", "name", there_if, "netns", ns)
+            _ip("addr", "add", f"{net}.1/30", "dev", here_if)
+            _ip("link", "set", here_if, "up")
+            _ip("-n", ns, "addr", "add", f"{net}.2/30", "dev", there_if)
+            _ip("-n", ns, "link", "set", there_if, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+        except (subprocess.CalledProcessError, OSError) as exc:
+            pytest.skip(f"cannot make a network namespace with a veth pair here: {getattr(exc, 'stderr', exc)}")
         parts = urlsplit(pg_server)
         server = (parts.hostname, parts.port or 5432)
         relay = Relay(f"{net}.1", server)
