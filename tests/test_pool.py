@@ -8,9 +8,12 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 import time
+import types
 from pathlib import Path
 
+import orjson
 import pytest
 
 from orchestrator.core.clock import WALL
@@ -149,3 +152,35 @@ def test_a_hold_whose_asker_never_says_met_ends_at_the_cap(agent):
         while not probe():  # the connection stays open and silent
             assert time.monotonic() - start < 5, "a silent asker kept the lock"
         assert time.monotonic() - start < 0.5  # HOLD_WALL_CAP, plus a loaded machine's delays
+
+
+def test_the_pid_file_is_never_seen_empty_or_half_written(tmp_path):
+    """`pids.json` is rewritten at every spawn and stop; a reader at any moment (`orch soak
+    resume` after a crash, the diagnostics bundle, a test) reads a whole document. It was
+    rewritten in place, and a reader once met it empty (a JSONDecodeError in CI)."""
+    pool = make_pool(tmp_path)
+    path = tmp_path / "run" / "pids.json"
+    pool.save()
+    stop = threading.Event()
+    torn: list[bytes] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            raw = path.read_bytes()
+            try:
+                orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                torn.append(raw)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        for i in range(3000):  # documents of changing length, as spawns and stops make them
+            pool.procs = {f"w{k}": types.SimpleNamespace(name=f"w{k}", pid=1000 + k, role="worker")
+                          for k in range(i % 40)}
+            pool.save()
+    finally:
+        stop.set()
+        reader.join(10)
+    assert not torn, f"{len(torn)} reads met a torn pid file, e.g. {torn[0][:60]!r}"
+    assert sorted(orjson.loads(path.read_bytes())) == sorted(pool.procs)

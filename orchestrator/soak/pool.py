@@ -225,8 +225,14 @@ class Pool:
         self.save()
 
     def save(self) -> None:
+        """Write `pids.json` whole: a new file renamed over the old one, so a reader (`orch soak
+        resume` after a crash, the diagnostics bundle, an operator's script) never meets it empty
+        or half written, as it did when the file was rewritten in place."""
         doc = {p.name: {"pid": p.pid, "role": p.role} for p in self.procs.values()}
-        (self.config.folder / "pids.json").write_bytes(orjson.dumps(doc))
+        path = self.config.folder / "pids.json"
+        tmp = path.with_name(f"pids.json.{os.getpid()}")
+        tmp.write_bytes(orjson.dumps(doc))
+        os.replace(tmp, path)
 
 
 def stop_leftovers(folder: Path, wall_timeout: float = 10.0) -> list[int]:
