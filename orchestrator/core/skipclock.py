@@ -37,6 +37,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.core.files import write_whole
+
 HEADER = struct.Struct("<QdddQQQQd")  # seq, base_soak, base_wall, rate, jumps, kicks, frozen, slots in use, skipped
 SLOT = struct.Struct("<qqqqddq")  # pid, starttime, state, topic, deadline, seen, ident
 SLOT_FLOATS = (4, 5)  # the slot's words that hold a double (deadline, seen; the rest are integers)
@@ -132,10 +134,7 @@ class SkipClock:
         """A new run's clock file: soak time `origin` now, advancing at `rate` while busy."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}")
-        with open(tmp, "wb") as fh:
-            fh.write(HEADER.pack(0, origin, time.time(), rate, 0, 0, 0, 0, 0.0) + bytes(SLOT.size * SLOTS))
-        os.replace(tmp, path)
+        write_whole(path, HEADER.pack(0, origin, time.time(), rate, 0, 0, 0, 0, 0.0) + bytes(SLOT.size * SLOTS))
         return cls(path)
 
     # --- the file --------------------------------------------------------------------------

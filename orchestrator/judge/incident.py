@@ -7,11 +7,11 @@ confirmation: a person reads the evidence tasks' events and confirms or corrects
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.errors import StoreError
+from orchestrator.core.files import write_whole
 from orchestrator.judge.aborts import (
     DUPLICATE_EXECUTION,
     GUARDRAIL_NOT_BLOCKED,
@@ -71,9 +71,7 @@ def write_incident(abort: Abort, agg: Aggregator, out_dir: Path) -> Path:
     path = incident_path(out_dir, agg.run_id)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir / f".{path.name}.{os.getpid()}"
-        tmp.write_text(render_incident(abort, agg.figures(), wall_at(agg.settings.header, abort.t)), encoding="utf-8")
-        os.replace(tmp, path)
+        write_whole(path, render_incident(abort, agg.figures(), wall_at(agg.settings.header, abort.t)))
     except OSError as exc:
         raise StoreError(f"cannot write the incident record in {out_dir}: {exc.strerror or exc}") from None
     return path

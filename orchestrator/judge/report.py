@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.errors import StoreError
+from orchestrator.core.files import write_whole
 from orchestrator.judge import charts
 from orchestrator.judge.aborts import RULE_TITLES
 from orchestrator.judge.htmlreport import render_html
@@ -65,9 +66,7 @@ def write_summary(agg: Aggregator, out_dir: Path, *, log_path: Path | None = Non
 
 def _publish(text: str, path: Path, latest: Path) -> None:
     """Write `path` atomically and copy it to `latest` atomically."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_whole(path, text)
     latest_tmp = path.parent / f".{latest.name}.{os.getpid()}"
     shutil.copyfile(path, latest_tmp)
     os.replace(latest_tmp, latest)

@@ -31,6 +31,7 @@ from pathlib import Path
 import orjson
 import setproctitle
 
+from orchestrator.core.files import write_whole
 from orchestrator.faults.client import kill
 from orchestrator.queue.runs import pid_alive
 
@@ -229,10 +230,7 @@ class Pool:
         resume` after a crash, the diagnostics bundle, an operator's script) never meets it empty
         or half written, as it did when the file was rewritten in place."""
         doc = {p.name: {"pid": p.pid, "role": p.role} for p in self.procs.values()}
-        path = self.config.folder / "pids.json"
-        tmp = path.with_name(f"pids.json.{os.getpid()}")
-        tmp.write_bytes(orjson.dumps(doc))
-        os.replace(tmp, path)
+        write_whole(self.config.folder / "pids.json", orjson.dumps(doc))
 
 
 def stop_leftovers(folder: Path, wall_timeout: float = 10.0) -> list[int]:
