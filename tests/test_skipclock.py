@@ -351,7 +351,7 @@ def test_a_stopped_participant_does_not_hold_the_clock_and_a_killed_one_is_freed
         assert ready.wait(DEADLINE)
         assert BUSY in slot_states(clock)
         clock.signal(child.pid, signal.SIGSTOP)  # under the clock's lock: never stopped inside it
-        until(lambda: process_state(child.pid, _start(child.pid)) == "stopped", "the child is stopped")
+        until(lambda: process_state(child.pid, skipclock._starttime(child.pid)) == "stopped", "the child is stopped")
         out: list = []
         finish(sleeper(clock, 700.0, out))
         assert out, "a SIGSTOPped participant held the clock"
@@ -380,14 +380,6 @@ def _locking_child(path: str, ready) -> None:
     spin()
 
 
-def _all_stopped(pid: int) -> bool:
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/stat", "rb") as fh:
-            if fh.read().rsplit(b") ", 1)[1][:1] not in (b"T", b"t"):
-                return False
-    return True
-
-
 def test_sigstop_sent_by_the_clock_never_stops_a_process_holding_its_lock(clock, until):
     """`kill` returns before the target has stopped: a thread of it woken from the lock's wait
     by our own release could take the lock and then stop holding it, and every participant of
@@ -402,7 +394,7 @@ def test_sigstop_sent_by_the_clock_never_stops_a_process_holding_its_lock(clock,
         assert ready.wait(DEADLINE)
         for _ in range(300):
             assert clock.signal(child.pid, signal.SIGSTOP)
-            until(lambda: _all_stopped(child.pid), "every thread of the child stopped")
+            until(lambda: skipclock.threads_stopped(child.pid), "every thread of the child stopped")
             fd = os.open(clock.path, os.O_RDWR)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -428,11 +420,6 @@ def test_every_process_reads_the_same_time(clock):
     finish(child)
     ours = clock.now() - (time.time() - wall)  # our reading at the child's wall instant (rate 1)
     assert abs(theirs - ours) < 0.05
-
-
-def _start(pid: int) -> int:
-    with open(f"/proc/{pid}/stat", "rb") as fh:
-        return int(fh.read().rsplit(b") ", 1)[1].split()[19])
 
 
 def test_a_jump_left_half_written_by_a_killed_writer_is_repaired(clock):

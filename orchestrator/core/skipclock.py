@@ -68,11 +68,17 @@ class Probe:
     last_seq: int
 
 
+def _stat(path: str) -> list[bytes]:
+    """The fields of a `/proc/.../stat` file after the command's name: [0] the state letter,
+    [19] the start time. Raises OSError (gone) or IndexError (not a stat line)."""
+    with open(path, "rb") as fh:
+        return fh.read().rsplit(b") ", 1)[1].split()
+
+
 def process_state(pid: int, starttime: int) -> str:
     """'run', 'stopped' or 'dead' (gone, a zombie, or the pid now names another process)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b") ", 1)[1].split()
+        fields = _stat(f"/proc/{pid}/stat")
     except (OSError, IndexError):
         return "dead"
     if fields[0] in (b"Z", b"X") or int(fields[19]) != starttime:
@@ -88,8 +94,7 @@ def threads_stopped(pid: int) -> bool:
         return True
     for tid in threads:
         try:
-            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as fh:
-                state = fh.read().rsplit(b") ", 1)[1][:1]
+            state = _stat(f"/proc/{pid}/task/{tid}/stat")[0]
         except (OSError, IndexError):
             continue  # that thread ended
         if state not in (b"T", b"t", b"Z", b"X"):
@@ -109,8 +114,7 @@ def await_stopped(pid: int, wall_timeout: float) -> bool:
 
 
 def _starttime(pid: int) -> int:
-    with open(f"/proc/{pid}/stat", "rb") as fh:
-        return int(fh.read().rsplit(b") ", 1)[1].split()[19])
+    return int(_stat(f"/proc/{pid}/stat")[19])
 
 
 class SkipClock:
