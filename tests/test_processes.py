@@ -20,11 +20,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_queue_concurrency import release, write_past
 
 from orchestrator.core.clock import WALL
 from orchestrator.core.errors import DbLockError, KeyConflict
@@ -90,8 +90,8 @@ def write_lock_is_free(db: Path) -> bool:
 def no_open_transaction(url: str, pid: int) -> bool:
     """True when none of process `pid`'s sessions on the PostgreSQL server is inside a transaction
     (its row locks, or the event counter's, would stall the other workers)."""
-    import psycopg
     import psutil
+    import psycopg
 
     proc = psutil.Process(pid)
     connections = proc.net_connections(kind="tcp") if hasattr(proc, "net_connections") else proc.connections("tcp")
@@ -267,38 +267,12 @@ def start_hog(children, db: Path) -> subprocess.Popen:
     return hog
 
 
-def release(hog: subprocess.Popen) -> None:
-    hog.stdin.write("go\n")
-    hog.stdin.flush()
-    assert hog.stdout.readline() == "released\n"
-    assert hog.wait(timeout=10) == 0
-
-
 def test_work_waits_for_a_held_write_lock_then_continues(tmp_path, children, wait_for):
     db = tmp_path / "home" / "db" / "queue.db"
     config = QueueConfig(busy_timeout=0.05, lock_bound=60.0, lock_bound_wall_floor=60.0)
     with Queue(db, config=config) as queue:
         queue.enqueue_many([(f"k{i}", {}) for i in range(10)])
-        hog = start_hog(children, db)
-        outcome: dict = {}
-
-        def work() -> None:
-            try:
-                outcome["enqueued"] = queue.enqueue("during-the-lock", {})
-                for lease in queue.lease("w1", limit=20):
-                    queue.complete(lease.task, lease.epoch, "w1")
-                outcome["ok"] = True
-            except Exception as exc:  # surfaced by the assertions below
-                outcome["error"] = exc
-
-        writer = threading.Thread(target=work)
-        writer.start()
-        try:
-            wait_for(lambda: queue.write.lock_retries >= 3, 30, "the writer to retry the busy lock")
-            assert writer.is_alive() and outcome == {}  # it waits; nothing got through
-        finally:
-            release(hog)
-            writer.join(timeout=30)
+        outcome = write_past(queue, start_hog(children, db), wait_for, 20)
         assert outcome.get("ok"), outcome
         assert outcome["enqueued"].created
         counts = queue.status()["counts"]

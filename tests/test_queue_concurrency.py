@@ -19,6 +19,7 @@ import random
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -143,32 +144,44 @@ def release(hog: subprocess.Popen) -> None:
     assert hog.wait(timeout=10) == 0
 
 
+def write_past(queue: Queue, hog: subprocess.Popen, wait_for, limit: int,
+               while_held: Callable[[], object] = lambda: None) -> dict:
+    """While `hog` holds the write lock, a thread enqueues one more task, then leases and completes
+    up to `limit`: it must wait (retry, nothing gets through), and `while_held` runs meanwhile.
+    Then the hog lets go; returns what the writer did (`enqueued`, `ok`, or its `error`)."""
+    outcome: dict = {}
+
+    def work() -> None:
+        try:
+            outcome["enqueued"] = queue.enqueue("during-the-lock", {})
+            for lease in queue.lease("w1", limit=limit):
+                queue.complete(lease.task, lease.epoch, "w1")
+            outcome["ok"] = True
+        except Exception as exc:  # surfaced by the callers' assertions
+            outcome["error"] = exc
+
+    writer = threading.Thread(target=work)
+    writer.start()
+    try:
+        wait_for(lambda: queue.write.lock_retries >= 3, 30, "the writer to retry the held lock")
+        assert writer.is_alive() and outcome == {}  # it waits; nothing got through
+        while_held()
+    finally:
+        release(hog)
+        writer.join(timeout=30)
+    return outcome
+
+
 def test_writers_wait_for_a_foreign_writer_then_go_on(location, children, wait_for):
     config = QueueConfig(busy_timeout=0.05, lock_bound=60.0, lock_bound_wall_floor=60.0, writer_queue=False)
     with Queue(location, WALL, config) as queue:
         queue.enqueue_many([(f"k{i}", {}) for i in range(5)])
-        hog = start_hog(children, location)
-        outcome: dict = {}
 
-        def work() -> None:
-            try:
-                outcome["enqueued"] = queue.enqueue("during-the-lock", {})
-                for lease in queue.lease("w1", limit=10):
-                    queue.complete(lease.task, lease.epoch, "w1")
-                outcome["ok"] = True
-            except Exception as exc:  # surfaced by the assertions below
-                outcome["error"] = exc
-
-        writer = threading.Thread(target=work)
-        writer.start()
-        try:
-            wait_for(lambda: queue.write.lock_retries >= 3, 30, "the writer to retry the held lock")
-            assert writer.is_alive() and outcome == {}  # it waits; nothing got through
+        def another_writer_fails_at_once() -> None:
             with Queue(location, WALL, config) as other, pytest.raises(DbLockError):
                 other.write.try_once(lambda tx: tx.last_seq())  # how a db_lock fault surfaces in a worker
-        finally:
-            release(hog)
-            writer.join(timeout=30)
+
+        outcome = write_past(queue, start_hog(children, location), wait_for, 10, another_writer_fails_at_once)
         assert outcome.get("ok"), outcome
         counts = queue.status()["counts"]
         assert counts["DONE"] == 6 and sum(counts.values()) == 6
