@@ -18,6 +18,7 @@ import time
 import pytest
 
 from orchestrator.core import skipclock
+from orchestrator.core.errors import DbLockError
 from orchestrator.core.skipclock import (
     BUSY,
     HOLD,
@@ -161,9 +162,11 @@ def test_unseen_due_work_wakes_the_workers_instead_of_jumping(clock, until):
     assert woken.jumps == 0  # woken first: no jump happened before it looked again
 
 
-def test_unshipped_events_wake_the_shipper_and_do_not_hold_the_jump(clock, until):
-    """The shipper is an observer: events it has yet to ship wake it, and the clock jumps on."""
-    clock.probe = lambda t: Probe(due_now=None, next_due=None, lease_end=None, last_seq=10)
+def test_a_batch_of_unshipped_events_wakes_the_shipper_and_does_not_hold_the_jump(clock, until):
+    """The shipper is an observer: a few events it has yet to ship neither wake it nor hold the
+    clock; SHIP_BACKLOG of them wake it, and the clock jumps on while it ships."""
+    last_seq = [10]
+    clock.probe = lambda t: Probe(due_now=None, next_due=None, lease_end=None, last_seq=last_seq[0])
     shipped = threading.Event()
     release = threading.Event()
 
@@ -172,16 +175,21 @@ def test_unshipped_events_wake_the_shipper_and_do_not_hold_the_jump(clock, until
             clock.wait(None, None, SHIP, seen=5)  # 5 shipped of 10
             shipped.set()
             release.wait(2 * DEADLINE)  # at work (busy) while the others go on
-            clock.wait(None, None, SHIP, seen=10)
+            clock.wait(None, None, SHIP, seen=last_seq[0])
 
     sh = threading.Thread(target=shipper, daemon=True)
     sh.start()
-    until(shipped.is_set, "the shipper is woken for events 6..10")
-    assert clock.jumps == 0
+    until(lambda: WAITING in slot_states(clock), "the shipper waits")
     out: list = []
-    s = sleeper(clock, 300.0, out)
-    finish(s)  # the busy shipper did not hold the jump
+    finish(sleeper(clock, 300.0, out))  # 5 events behind: no wake, and a jump
     assert out and 300.0 <= out[0][1] < 301.0 and clock.jumps == 1
+    assert not shipped.is_set()
+    last_seq[0] = 5 + skipclock.SHIP_BACKLOG
+    out.clear()
+    s = sleeper(clock, 300.0, out)
+    until(shipped.is_set, "the shipper is woken for a batch of events")
+    finish(s)  # the busy shipper did not hold the jump
+    assert out and 300.0 <= out[0][1] < 301.0 and clock.jumps == 2
     release.set()
 
 
@@ -204,9 +212,11 @@ def test_a_log_reader_waits_for_the_shipper_and_holds_the_jump_meanwhile(clock, 
             read.append(clock.jumps)
 
     threading.Thread(target=shipper, daemon=True).start()
-    until(at_five.is_set, "the shipper is woken")
+    until(lambda: WAITING in slot_states(clock), "the shipper waits")
+    assert not at_five.is_set()  # 5 events behind: not woken for so few
     r = threading.Thread(target=reader, daemon=True)
     r.start()
+    until(at_five.is_set, "the reader's wait wakes the shipper")
     until(lambda: WAITING in slot_states(clock), "the reader waits")
     out: list = []
     s = sleeper(clock, 30.0, out)  # a jump to 30 s would pass before the log is read
@@ -309,6 +319,65 @@ def test_a_writer_with_no_hold_waits_its_backoff(clock):
     assert tried and 0.5 <= tried[0] < 1.0
 
 
+class _Recorded:
+    """A connection whose statements are written down (then run as usual)."""
+
+    def __init__(self, conn: sqlite3.Connection, said: list[str]):
+        self._conn, self._said = conn, said
+
+    def execute(self, sql: str, *args):
+        self._said.append(sql)
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
+
+
+def test_a_writer_that_meets_a_hold_is_told_busy_by_sqlite_without_its_busy_wait(clock, tmp_path, until):
+    """While the clock shows a hold (the lock hog's HOLD), a writer's `BEGIN IMMEDIATE` runs with
+    no busy wait: SQLite still answers (busy while the lock is held, a transaction once it is
+    free), and the writer's busy wait is back for its next statement."""
+    from orchestrator.queue.writes import Queue
+
+    queue = Queue(tmp_path / "q.db", clock)
+    said: list[str] = []
+    queue.write.conn = _Recorded(queue.write.conn, said)
+    hog = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
+    hog.execute("BEGIN IMMEDIATE")  # a real second connection holds the write lock
+    try:
+        with pytest.raises(DbLockError):
+            queue.write.try_once(lambda tx: tx.last_seq())
+        assert "PRAGMA busy_timeout=0" not in said  # no hold on the clock: SQLite's busy wait
+        assert not clock.holding()
+        held, done = threading.Event(), threading.Event()
+
+        def holder() -> None:
+            with clock.participant():
+                held.set()
+                clock.wait(done, 1e9, HOLD)
+
+        clock.enter()  # this thread is at work: the clock cannot jump to the hold's end
+        h = threading.Thread(target=holder, daemon=True)
+        h.start()
+        until(lambda: held.is_set() and clock.holding(), "the clock shows the hold")
+        said.clear()
+        with pytest.raises(DbLockError):
+            queue.write.try_once(lambda tx: tx.last_seq())
+        assert said[:2] == ["PRAGMA busy_timeout=0", "BEGIN IMMEDIATE"]
+        assert queue.write.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 1  # restored
+        hog.execute("ROLLBACK")  # the lock is free though the clock still shows the hold
+        assert queue.write.try_once(lambda tx: tx.last_seq()) is not None
+        clock.set(done)
+        finish(h)
+        clock.leave()
+        assert not clock.holding()
+    finally:
+        if hog.in_transaction:
+            hog.execute("ROLLBACK")
+        hog.close()
+        queue.close()
+
+
 def test_the_database_bounds_the_jump(clock, until):
     base = clock.now()
     clock.probe = lambda t: Probe(due_now=None, next_due=base + 120.0, lease_end=base + 600.0, last_seq=0)
@@ -364,6 +433,40 @@ def test_a_stopped_participant_does_not_hold_the_clock_and_a_killed_one_is_freed
     finally:
         if child.is_alive():
             os.kill(child.pid, signal.SIGKILL)
+
+
+def test_a_check_reads_proc_once_per_signal_and_a_look_finds_an_outsiders_stop(clock, until, monkeypatch):
+    """A check on the way into a wait takes a participant it saw running to run on (no `/proc`
+    read each time) until a signal goes through the clock; a SIGSTOP behind the clock's back is
+    found by the waiters' periodic look."""
+    ctx = multiprocessing.get_context("fork")
+    ready, go = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_busy_child, args=(str(clock.path), ready, go), daemon=True)
+    child.start()
+    reads: list[int] = []
+    real = skipclock.process_state
+    monkeypatch.setattr(skipclock, "process_state", lambda pid, start: reads.append(pid) or real(pid, start))
+    try:
+        assert ready.wait(DEADLINE)
+
+        def check() -> None:
+            with clock._locked():
+                clock._try_jump()
+
+        check()
+        check()
+        assert reads == [child.pid]  # read once, then remembered
+        clock.signal(child.pid, signal.SIGCONT)  # any signal through the clock: read again
+        check()
+        assert reads == [child.pid, child.pid]
+        os.kill(child.pid, signal.SIGSTOP)  # an outsider's stop: the clock is not told
+        until(lambda: real(child.pid, skipclock._starttime(child.pid)) == "stopped", "the child is stopped")
+        out: list = []
+        finish(sleeper(clock, 700.0, out))
+        assert out and 700.0 <= out[0][1] < 701.0, "a participant stopped behind the clock's back held it"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(DEADLINE)
 
 
 def _locking_child(path: str, ready) -> None:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from orchestrator.core.files import write_whole
 
-HEADER = struct.Struct("<QdddQQQQd")  # seq, base_soak, base_wall, rate, jumps, kicks, frozen, slots in use, skipped
+HEADER = struct.Struct("<QdddQQQQd")  # seq, base_soak, base_wall, rate, jumps, signals, frozen, slots in use, skipped
 SLOT = struct.Struct("<qqqqddq")  # pid, starttime, state, topic, deadline, seen, ident
 SLOT_FLOATS = (4, 5)  # the slot's words that hold a double (deadline, seen; the rest are integers)
 SLOTS = 256
@@ -51,6 +51,10 @@ FREE, BUSY, WAITING = 0, 1, 2
 # HOLD: a timer of a participant that holds the database's write lock meanwhile (the lock hog).
 # LOCK: a writer kept out of the write lock: until the HOLD ends (`released`), else its backoff.
 TIMER, WORK, SHIP, REAP, LOG, HOLD, LOCK = 0, 1, 2, 3, 4, 5, 6
+SHIP_BACKLOG = 256  # events: the shipper is woken when this many wait to be shipped (or a reader waits)
+# wall seconds a waiter looks at its slot before it sleeps: a wake-up that comes meanwhile costs
+# no sleep and no wake of an idle core (about 55 us a hand-off between processes otherwise)
+SPIN_WALL = 0.0005
 LOOK_WALL = 0.05  # wall seconds: a waiter's periodic look (a lost wake, a signal, a dead peer)
 STOP_WALL = 2.0  # wall seconds `signal` holds the lock at most for a SIGSTOP to take effect
 INF = math.inf
@@ -159,6 +163,8 @@ class SkipClock:
         self._sender.setblocking(False)
         self._local = threading.local()
         self._events = {}
+        self._running: dict[int, tuple[int, int]] = {}  # pid -> (start time, signals) when last seen running
+        self._wakes: list[bytes] = []  # addresses of the threads woken under the lock, to send a byte
 
     def _check_fork(self) -> None:
         """A forked child must not share its parent's flock (one open file): it opens its own."""
@@ -176,6 +182,8 @@ class SkipClock:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
+        """The clock's lock; the wake-up bytes `_wake` queued go out once it is let go (the slots
+        already say who is busy, and the woken thread may want the lock at once)."""
         self._check_fork()
         with self._mutex:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
@@ -183,6 +191,12 @@ class SkipClock:
                 yield
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
+                wakes, self._wakes = self._wakes, []
+        for address in wakes:
+            try:
+                self._sender.sendto(b"w", address)
+            except OSError:
+                pass  # its socket is gone (a dead process) or full (it is awake anyway)
 
     def _header(self) -> tuple:
         return HEADER.unpack_from(self._map, 0)
@@ -349,6 +363,8 @@ class SkipClock:
             if event is not None:
                 self._events[i] = event
             self._try_jump()
+        state = (HEADER.size + i * SLOT.size) // 8 + 2
+        spin = SPIN_WALL > 0
         try:
             while True:
                 if event is not None and event.is_set():
@@ -365,6 +381,10 @@ class SkipClock:
                         slot[2] = WAITING
                         self._put(i, slot)
                         self._try_jump()  # it may be the last one at work again
+                if spin:
+                    spin = False
+                    if self._spin(state, event):
+                        continue
                 sock.settimeout(max(min(left / self.rate, LOOK_WALL), 1e-6))
                 try:
                     while True:
@@ -373,13 +393,28 @@ class SkipClock:
                 except (TimeoutError, BlockingIOError):
                     if self._slot(i)[2] == WAITING and self._may_jump():
                         with self._locked():
-                            self._try_jump()
+                            self._try_jump(look=True)
         finally:
-            with self._locked():
+            with self._mutex:
                 self._events.pop(i, None)
-                slot = self._slot(i)
-                slot[2], slot[4] = BUSY, INF
-                self._put(i, slot)
+            base = (HEADER.size + i * SLOT.size) // 8
+            if self._ints[base + 2] == BUSY:
+                # A waker marked the slot busy under the lock, and only this thread changes a busy
+                # slot (it waits again under the lock): no lock to take on the way out of a wake.
+                self._floats[base + 4] = INF
+            else:
+                with self._locked():
+                    self._ints[base + 2] = BUSY
+                    self._floats[base + 4] = INF
+
+    def _spin(self, state: int, event: threading.Event | None) -> bool:
+        """Look at the slot for SPIN_WALL before sleeping; whether it was woken meanwhile."""
+        ints, until = self._ints, time.perf_counter() + SPIN_WALL
+        while ints[state] != BUSY and not (event is not None and event.is_set()):
+            if time.perf_counter() > until:
+                return False
+            os.sched_yield()
+        return True
 
     def _poll(self, event: threading.Event | None, deadline: float) -> bool:
         pause = event or threading.Event()
@@ -391,14 +426,10 @@ class SkipClock:
 
     # --- waking ----------------------------------------------------------------------------
     def _wake(self, i: int) -> None:
-        """Mark slot `i` busy, then send its thread one byte (call under the lock)."""
-        slot = self._slot(i)
-        slot[2] = BUSY
-        self._put(i, slot)
-        try:
-            self._sender.sendto(b"w", b"\0" + self._name + str(i).encode())
-        except OSError:
-            pass  # its socket is gone (a dead process) or full (it is awake anyway)
+        """Mark slot `i` busy (call under the lock); its thread gets one byte when the lock is
+        let go."""
+        self._ints[(HEADER.size + i * SLOT.size) // 8 + 2] = BUSY
+        self._wakes.append(b"\0" + self._name + str(i).encode())
 
     def set(self, event: threading.Event) -> None:
         """Set `event` and wake this process's participants that wait on it."""
@@ -412,7 +443,6 @@ class SkipClock:
         """Wake up to `count` participants waiting for `topic` (after a commit that made that
         many tasks due)."""
         with self._locked():
-            self._bump(5)
             for i in range(self._used()):
                 slot = self._slot(i)
                 if slot[2] == WAITING and slot[3] == topic:
@@ -442,6 +472,15 @@ class SkipClock:
                     slot[0] == self._pid or process_state(slot[0], slot[1]) != "dead"):
                 return i
         return None
+
+    def holding(self) -> bool:
+        """Without the lock: whether a participant holds the database's write lock (a HOLD)."""
+        ints, step = self._ints, SLOT.size // 8
+        first = HEADER.size // 8 + 3  # the topic word of slot 0
+        for topic in range(first, first + step * ints[7], step):
+            if ints[topic] == HOLD and ints[topic - 1] != FREE:
+                return True
+        return False
 
     def released(self) -> None:
         """The calling participant let the write lock go (its HOLD ended): wake the writers that
@@ -486,6 +525,7 @@ class SkipClock:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 return False  # gone already
+            self._bump(5)  # what each process believes of the others' states is out of date
             if sig == signal.SIGSTOP:
                 await_stopped(pid, STOP_WALL)
             return True
@@ -503,10 +543,14 @@ class SkipClock:
                 return False
         return True
 
-    def _try_jump(self) -> None:
+    def _try_jump(self, look: bool = False) -> None:
         """Under the lock: when every live, running participant waits and the database has no
         work unseen and no event unshipped, move soak time to the earliest event; wake who waits
-        for it. Otherwise do nothing (time runs on at the busy rate)."""
+        for it. Otherwise do nothing (time runs on at the busy rate). Only a waiter's periodic
+        `look` asks `/proc` whether a busy participant of another process is stopped or dead; a
+        check made on the way into a wait takes it to be running (a `/proc` read cost about 30 us
+        on every such check, and a stopped or dead participant is rare: the next look, at most
+        `LOOK_WALL` later, finds it)."""
         if self.frozen or self.probe is None:
             return
         t = self.now()
@@ -522,7 +566,7 @@ class SkipClock:
                 continue
             due = slot[2] == BUSY or slot[4] <= t
             if due:
-                state = "run" if slot[0] == self._pid else process_state(slot[0], slot[1])
+                state = self._state_of(slot[0], slot[1], look)
                 if state == "dead":
                     self._put(i, [0, 0, FREE, TIMER, INF, 0.0, 0])
                     if slot[3] == HOLD:  # its lock died with it: the writers waiting for it try again
@@ -544,15 +588,16 @@ class SkipClock:
             probe = self.probe(t)
         except Exception:  # the database cannot answer now (busy, gone): no jump; a later look asks again
             return
-        unshipped = shipped is not None and probe.last_seq > shipped
-        if unshipped:  # the shipper ships beside the run; only an evaluation waits for it (LOG)
+        readers = [(i, slot) for i, slot in waiting if slot[3] == LOG]
+        if shipped is not None and (probe.last_seq - shipped >= SHIP_BACKLOG or (readers and probe.last_seq > shipped)):
+            # The shipper ships beside the run, a batch at a time; an evaluation that waits for
+            # the log (LOG) has it ship what is there at once.
             self._wake_topic(waiting, SHIP)
         if probe.due_now is not None and probe.due_now >= looked:
             self._wake_topic(waiting, WORK)  # a task fell due since the workers last looked
             return
         if probe.lease_end is not None and probe.lease_end <= t and self._wake_topic(waiting, REAP):
             return  # a lease expired that the reaper has yet to return
-        readers = [(i, slot) for i, slot in waiting if slot[3] == LOG]
         if readers:
             ready = [(i, slot) for i, slot in readers if shipped is not None and slot[5] <= shipped]
             if ready:
@@ -573,6 +618,23 @@ class SkipClock:
                                        and probe.next_due <= earliest) or (
                     slot[3] == REAP and probe.lease_end is not None and probe.lease_end <= earliest):
                 self._wake(i)
+
+    def _state_of(self, pid: int, starttime: int, look: bool) -> str:
+        """Under the lock: the state of a participant's process. A process this one saw running
+        is taken to run on, without a `/proc` read, until a signal goes through the clock
+        (`signal` counts them) or a waiter's periodic `look` asks again: a stop or a death by any
+        other means is found at the next look, at most `LOOK_WALL` later."""
+        if pid == self._pid:
+            return "run"
+        signals = self._ints[5]
+        if not look and self._running.get(pid) == (starttime, signals):
+            return "run"
+        state = process_state(pid, starttime)
+        if state == "run":
+            self._running[pid] = (starttime, signals)
+        else:
+            self._running.pop(pid, None)
+        return state
 
     def _wake_topic(self, waiting: list[tuple[int, list]], topic: int) -> bool:
         """Wake who waits for `topic`; whether anyone did."""
