@@ -201,6 +201,10 @@ class SkipClock:
     def _header(self) -> tuple:
         return HEADER.unpack_from(self._map, 0)
 
+    def _slots(self) -> Iterator[tuple]:
+        """Every slot in use, read at once (under the lock, or as a look that may be stale)."""
+        return SLOT.iter_unpack(self._map[HEADER.size:HEADER.size + SLOT.size * self._ints[7]])
+
     def _slot(self, i: int) -> list:
         return list(SLOT.unpack_from(self._map, HEADER.size + i * SLOT.size))
 
@@ -228,12 +232,13 @@ class SkipClock:
     # --- reading the time ------------------------------------------------------------------
     def now(self) -> float:
         """Current soak time; lock-free (a sequence lock: retried while a jump is written)."""
-        m = self._map
+        ints, floats = self._ints, self._floats
         tries = 0
         while True:
-            seq, base_soak, base_wall, rate = HEADER.unpack_from(m, 0)[:4]
+            seq = ints[0]
+            base_soak, base_wall, rate = floats[1], floats[2], floats[3]
             wall = time.time()
-            if seq & 1 == 0 and struct.unpack_from("<Q", m, 0)[0] == seq:
+            if seq & 1 == 0 and ints[0] == seq:
                 return base_soak + (wall - base_wall) * rate
             tries += 1
             if tries % 10_000 == 0:
@@ -369,11 +374,11 @@ class SkipClock:
             while True:
                 if event is not None and event.is_set():
                     return True
-                deadline = self._slot(i)[4]  # `retime` may have brought it forward
+                deadline = self._floats[state + 2]  # `retime` may have brought it forward
                 left = deadline - self.now()
                 if left <= 0:
                     return False
-                if self._slot(i)[2] == BUSY:  # woken
+                if self._ints[state] == BUSY:  # woken
                     if topic not in (TIMER, HOLD):
                         return event is not None and event.is_set()
                     with self._locked():  # a wake for a timer that is not due yet: wait on
@@ -391,7 +396,7 @@ class SkipClock:
                         sock.recv(16)
                         sock.setblocking(False)  # drain the wakes that piled up
                 except (TimeoutError, BlockingIOError):
-                    if self._slot(i)[2] == WAITING and self._may_jump():
+                    if self._ints[state] == WAITING and self._may_jump():
                         with self._locked():
                             self._try_jump(look=True)
         finally:
@@ -443,8 +448,7 @@ class SkipClock:
         """Wake up to `count` participants waiting for `topic` (after a commit that made that
         many tasks due)."""
         with self._locked():
-            for i in range(self._used()):
-                slot = self._slot(i)
+            for i, slot in enumerate(self._slots()):
                 if slot[2] == WAITING and slot[3] == topic:
                     self._wake(i)
                     count -= 1
@@ -536,8 +540,7 @@ class SkipClock:
         a running process, the shipper aside), so a waiter's periodic look takes the lock only
         when a jump may be due (every participant waiting, or a busy one stopped or dead)."""
         t = self.now()
-        for i in range(self._used()):
-            slot = self._slot(i)
+        for slot in self._slots():
             if (slot[2] == BUSY and slot[3] != SHIP or (slot[2] == WAITING and slot[4] <= t)) and (
                     slot[0] == self._pid or process_state(slot[0], slot[1]) == "run"):
                 return False
@@ -555,10 +558,9 @@ class SkipClock:
             return
         t = self.now()
         earliest, looked, shipped = INF, INF, None
-        waiting: list[tuple[int, list]] = []
-        shipping: list[list] = []  # the shipper at work: an observer, it holds no jump
-        for i in range(self._used()):
-            slot = self._slot(i)
+        waiting: list[tuple[int, tuple]] = []
+        shipping: list[tuple] = []  # the shipper at work: an observer, it holds no jump
+        for i, slot in enumerate(self._slots()):
             if slot[2] == FREE:
                 continue
             if slot[2] == BUSY and slot[3] == SHIP:

@@ -144,6 +144,7 @@ class Worker:
         self.ledger = open_ledger(queue.path, config.workdir) if config.workdir else None
         self._run_looked = -math.inf  # monotonic time of the last look at the joined run's status
         self.effects: dict[int, list[SideEffect]] = {}  # per running task: side effects not yet recorded
+        self._report_looked: float | None = None  # skip clock: when the last report's lease found nothing
 
     def install_signals(self) -> None:
         def on_signal(signum, _frame):
@@ -193,6 +194,7 @@ class Worker:
         pause = max(clock.to_wall(cfg.poll), cfg.poll_wall_floor)
         reason = "stopped"
         leases: list[Lease] = []
+        woken = False  # the skip clock woke this idle worker (for a task due, most often)
         waiting = False  # said once per idle spell, on stderr
         self._say(f"leasing from {no_password(str(queue.path))} with handler {cfg.handler}, "
                   f"lease TTL {queue.config.lease_ttl:g} soak s")
@@ -207,7 +209,13 @@ class Worker:
                         self.lock_failures += 1
                 looked = clock.now()
                 if not leases:
-                    leases = self._lease() if queue.has_due() else []
+                    if self._report_looked is not None:
+                        # the last report's transaction looked for a due task and found none: no
+                        # second look (on the skip clock, a task due since then wakes this worker)
+                        looked, self._report_looked = self._report_looked, None
+                    elif woken or queue.has_due():  # woken by the skip clock: a task is due, lease it
+                        leases = self._lease()
+                    woken = False
                 if not leases:
                     if self._run_over():
                         reason = "run_over"
@@ -225,6 +233,7 @@ class Worker:
                     if clock.skips:  # woken by an enqueue, a task falling due, or a signal's look
                         left = None if cfg.idle_exit is None else cfg.idle_exit - (clock.now() - idle_since)
                         clock.wait(self.stopping, left, WORK, seen=looked)
+                        woken = True
                     else:  # a look every poll, sooner on a stop signal or the database's word
                         self.work_hint.wait(pause)
                         self.work_hint.clear()
@@ -325,6 +334,7 @@ class Worker:
 
     def _run_and_report(self, lease: Lease, more: int) -> list[Lease]:
         queue, name = self.queue, self.config.name
+        self._report_looked = None
         self.done += 1
         if self.lost[lease.task, lease.epoch].is_set():
             return []  # revoked while it waited in a batch (its refused heartbeat is recorded)
@@ -346,9 +356,12 @@ class Worker:
             return []
         if self.stopping.is_set():
             more = 0
+        looked = queue.clock.now() if more and queue.clock.skips else None  # the report leases what is due by then
         leases = queue.complete_and_lease(lease.task, lease.epoch, name, result, limit=more,
                                           spend=ctx.spent if ctx.budget is not None else None,
                                           side_effects=self.effects.get(lease.task, ()))[1]
+        if not leases:
+            self._report_looked = looked
         self.effects.pop(lease.task, None)  # recorded; had the report failed, `_run_one` records them alone
         return leases
 
