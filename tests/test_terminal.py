@@ -16,18 +16,21 @@ import shlex
 import shutil
 import subprocess
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.console import Console
 from sli_logs import LogBuilder
 
 from orchestrator.cli.orch import orch
 from orchestrator.cli.watch import _panel
 from orchestrator.core import profiles
-from orchestrator.core.clock import Clock, HandClock, RunEnd
+from orchestrator.core.clock import Clock, HandClock, RunEnd, iso_utc
 from orchestrator.core.home import Home
 from orchestrator.judge.report import render_summary
 from orchestrator.judge.reporttext import ended
@@ -352,3 +355,14 @@ def test_one_run_ends_at_the_same_time_in_the_live_view_status_and_summary(tmp_p
     log = next((home / "logs" / "soak").glob("soak_short_*.jsonl"))
     run = aggregate_file(log).figures()["run"]
     assert (run["end_t"], run["end_wall"]) == (finished["t"], finished["wall"])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(st.floats(min_value=0, max_value=4e9, allow_nan=False),
+                 st.integers(min_value=0, max_value=4_000_000_000).map(lambda s: s + 0.9995),
+                 st.integers(min_value=0, max_value=4_000_000_000).map(lambda s: s + 0.9999995)))
+def test_iso_utc_writes_what_datetime_writes(wall):
+    """The log's `wall` is datetime's own ISO form to the millisecond (half-even microseconds),
+    though `iso_utc` works the date out once per second; the edges of a second included."""
+    expected = datetime.fromtimestamp(wall, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert iso_utc(wall) == expected

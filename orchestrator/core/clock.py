@@ -8,6 +8,7 @@ same clock from the run's record, so they all agree.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from contextlib import nullcontext
@@ -113,10 +114,29 @@ class HandClock:
         self.advance(max(soak_seconds, 0.0))
 
 
+_SECOND: tuple[int, str] = (0, "1970-01-01T00:00:00")  # the last whole second `iso_utc` wrote out
+
+
 def iso_utc(wall_seconds: float) -> str:
-    """UTC ISO 8601 with milliseconds, as the JSONL contract writes `wall`."""
-    stamp = datetime.fromtimestamp(wall_seconds, tz=timezone.utc)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC ISO 8601 with milliseconds, as the JSONL contract writes `wall`: what
+    `datetime.fromtimestamp(wall_seconds, timezone.utc).isoformat(timespec="milliseconds")` gives
+    (microseconds rounded half to even, then cut to milliseconds), with `Z`. The date and time of
+    day are worked out once per second (the shipper writes a few hundred lines a second)."""
+    global _SECOND
+    fraction, whole = math.modf(wall_seconds)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        micros -= 1_000_000
+        whole += 1.0
+    elif micros < 0:
+        micros += 1_000_000
+        whole -= 1.0
+    second = int(whole)
+    cached = _SECOND
+    if cached[0] != second:
+        text = datetime.fromtimestamp(second, tz=timezone.utc).isoformat(timespec="seconds")[:-6]
+        cached = _SECOND = (second, text)
+    return f"{cached[1]}.{micros // 1000:03d}Z"
 
 
 def since_start(t: float, started_soak: float) -> float:

@@ -29,7 +29,7 @@ from orchestrator.core.heap import keep_freed_memory
 from orchestrator.core.home import Home
 from orchestrator.core.model import QueueConfig
 from orchestrator.core.profiles import Profile
-from orchestrator.core.skipclock import SkipClock
+from orchestrator.core.skipclock import SHIP, SkipClock
 from orchestrator.faults import schedule
 from orchestrator.faults.client import ask, kill
 from orchestrator.faults.schedule import LOOK_AGAIN, Entry, WorkerFaults
@@ -350,6 +350,8 @@ class Supervisor:
         jobs = [
             Job("arrivals", self._guarded(self.job_arrivals), next_arrival),
             Job("reaper", self._guarded(self.job_reap), never, on_expiry=True),
+            # the evaluation below reads the log: the shipper starts on it now, beside the on-call job
+            Job("ship", lambda: self.clock.kick(topic=SHIP), every(60.0, start)),
             Job("oncall", self._guarded(self.job_oncall), every(60.0, start)),
             Job("checkpoint", self._guarded(self.job_checkpoint), every(self.profile.checkpoint_every, start)),
             Job("chaos", self._guarded(self.job_chaos), next_fault),
