@@ -13,12 +13,14 @@ One file per run (`run/<run>/clock.bin`), mapped into every process of the run:
 
 Every change of a slot and every jump happens under one lock: a thread lock in the process and an
 flock on the file across processes. A waiting thread sleeps on its own abstract Unix datagram
-socket; whoever wakes it first marks its slot busy (under the lock), then sends one byte. So a wake
-in flight is already counted as work, and the thread that finds every slot waiting (the last one to
-go idle, or any waiter's periodic look) may jump: nothing can be in flight that the slots do not
-show. The database's part (tasks due, leases to expire, events not shipped) comes from a probe the
-process installs, read under the same lock. The shipper is an observer (it only reads the database
-and writes the log): its work holds no jump; a reader of the log waits for it instead (LOG).
+socket (after looking at its slot for SPIN_WALL); whoever wakes it first marks its slot busy
+(under the lock), then, once the lock is let go, sends one byte. So a wake in flight is already
+counted as work, and the thread that finds every slot waiting (the last one to go idle, or any
+waiter's periodic look) may jump: nothing can be in flight that the slots do not show. The
+database's part (tasks due, leases to expire, events not shipped) comes from a probe the process
+installs, read under the same lock. The shipper is an observer (it only reads the database
+and writes the log): its work holds no jump, and it is woken for a batch of events (SHIP_BACKLOG);
+a reader of the log has it ship what there is and waits for it (LOG).
 """
 
 from __future__ import annotations

@@ -102,9 +102,9 @@ class Shipper:
         self.last = last_shipped(self.path, run.first_seq)
         self.pause = max(queue.clock.to_wall(interval_soak), wall_floor)
         self.stop = threading.Event()
-        # On the skip clock the shipper is woken at nearly every jump (tens of thousands in a
-        # rehearsal), and each evaluation of the abort rules waits for it: there the file is
-        # fsync'd at most every SKIP_SYNC_WALL, and at the end.
+        # On the skip clock the shipper is woken for every batch of events (skipclock.SHIP_BACKLOG)
+        # and for each evaluation of the abort rules, which waits for it (thousands of times in a
+        # rehearsal): there the file is fsync'd at most every SKIP_SYNC_WALL, and at the end.
         self.sync_every = SKIP_SYNC_WALL if queue.clock.skips else 0.0
         self.synced = 0.0
         self.looked = 0.0  # when `ended` last read the run's row (monotonic)
@@ -125,9 +125,9 @@ class Shipper:
         self.synced = time.monotonic()
 
     def ended(self) -> bool:
-        """Whether the run has ended. On the skip clock the shipper is woken before nearly every
-        jump, so it reads the run's row only when the clock is frozen (the run winds down) or
-        SKIP_SYNC_WALL after its last look."""
+        """Whether the run has ended. On the skip clock the shipper is woken thousands of times
+        in a rehearsal, so it reads the run's row only when the clock is frozen (the run winds
+        down) or SKIP_SYNC_WALL after its last look."""
         clock = self.queue.clock
         if clock.skips and not clock.frozen and time.monotonic() - self.looked < SKIP_SYNC_WALL:
             return False
