@@ -210,9 +210,14 @@ class SkipClock:
     def _slot(self, i: int) -> list:
         return list(SLOT.unpack_from(self._map, HEADER.size + i * SLOT.size))
 
+    @staticmethod
+    def _word(i: int) -> int:
+        """The index of slot `i`'s first word in the word views (`_ints`, `_floats`)."""
+        return (HEADER.size + i * SLOT.size) // 8
+
     def _put(self, i: int, slot: list) -> None:
         """Write slot `i` (under the lock), field by field."""
-        base = (HEADER.size + i * SLOT.size) // 8
+        base = self._word(i)
         for k, value in enumerate(slot):
             (self._floats if k in SLOT_FLOATS else self._ints)[base + k] = value
 
@@ -370,8 +375,8 @@ class SkipClock:
             if event is not None:
                 self._events[i] = event
             self._try_jump()
-        state = (HEADER.size + i * SLOT.size) // 8 + 2
-        spin = SPIN_WALL > 0
+        state = self._word(i) + 2  # the slot's state word; its deadline is two words on
+        spin = True
         try:
             while True:
                 if event is not None and event.is_set():
@@ -404,15 +409,14 @@ class SkipClock:
         finally:
             with self._mutex:
                 self._events.pop(i, None)
-            base = (HEADER.size + i * SLOT.size) // 8
-            if self._ints[base + 2] == BUSY:
+            if self._ints[state] == BUSY:
                 # A waker marked the slot busy under the lock, and only this thread changes a busy
                 # slot (it waits again under the lock): no lock to take on the way out of a wake.
-                self._floats[base + 4] = INF
+                self._floats[state + 2] = INF
             else:
                 with self._locked():
-                    self._ints[base + 2] = BUSY
-                    self._floats[base + 4] = INF
+                    self._ints[state] = BUSY
+                    self._floats[state + 2] = INF
 
     def _spin(self, state: int, event: threading.Event | None) -> bool:
         """Look at the slot for SPIN_WALL before sleeping; whether it was woken meanwhile."""
@@ -435,7 +439,7 @@ class SkipClock:
     def _wake(self, i: int) -> None:
         """Mark slot `i` busy (call under the lock); its thread gets one byte when the lock is
         let go."""
-        self._ints[(HEADER.size + i * SLOT.size) // 8 + 2] = BUSY
+        self._ints[self._word(i) + 2] = BUSY
         self._wakes.append(b"\0" + self._name + str(i).encode())
 
     def set(self, event: threading.Event) -> None:
@@ -450,12 +454,7 @@ class SkipClock:
         """Wake up to `count` participants waiting for `topic` (after a commit that made that
         many tasks due)."""
         with self._locked():
-            for i, slot in enumerate(self._slots()):
-                if slot[2] == WAITING and slot[3] == topic:
-                    self._wake(i)
-                    count -= 1
-                    if count <= 0:
-                        return
+            self._wake_waiting(topic, count)
 
     def retime(self, slot: int, deadline: float, *, sooner_only: bool = False) -> bool:
         """Move the wait of `slot` (a thread of this process) to `deadline` (INF: until woken)
@@ -482,7 +481,7 @@ class SkipClock:
     def holding(self) -> bool:
         """Without the lock: whether a participant holds the database's write lock (a HOLD)."""
         ints, step = self._ints, SLOT.size // 8
-        first = HEADER.size // 8 + 3  # the topic word of slot 0
+        first = self._word(0) + 3  # the topic word of slot 0
         for topic in range(first, first + step * ints[7], step):
             if ints[topic] == HOLD and ints[topic - 1] != FREE:
                 return True
@@ -499,11 +498,14 @@ class SkipClock:
                 self._put(i, slot)
             self._wake_waiting(LOCK)
 
-    def _wake_waiting(self, topic: int) -> None:
-        for i in range(self._used()):
-            slot = self._slot(i)
+    def _wake_waiting(self, topic: int, count: int = SLOTS) -> None:
+        """Under the lock: wake up to `count` participants waiting for `topic`."""
+        for i, slot in enumerate(self._slots()):
             if slot[2] == WAITING and slot[3] == topic:
                 self._wake(i)
+                count -= 1
+                if count <= 0:
+                    return
 
     def await_log(self, seq: int, soak_seconds: float) -> None:
         """Wait until the shipper has written every event up to `seq` to the log, at most
