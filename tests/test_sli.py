@@ -365,6 +365,27 @@ def test_rule3_trips_on_a_stall_while_work_waits_offline_and_live():
     assert [(a.rule, a.t) for a in replay.check(800.0)] == [(3, 700.0)]
 
 
+@pytest.mark.parametrize("after_the_gap", ["run_resumed", "worker_exited"])
+def test_rule3_does_not_judge_the_gap_a_resume_reports(after_the_gap):
+    """A supervisor gone longer than the stall window (its crashed worker's lease left for its
+    reaper): the gap is reported by `run_resumed`, which the new supervisor writes before
+    anything else. Any other event first after the gap shows the stall."""
+    b = LogBuilder(speed=AT_PROFILE_THRESHOLDS)
+    held = b.enqueue(100.0)
+    b.lease(held, 101.0)  # its worker dies with the supervisor: nothing reaps the lease
+    b.ev(5000.0, after_the_gap, None, **({"gap": 4899.0, "old_pid": 4242} if after_the_gap == "run_resumed"
+                                         else {"reason": "stopped"}))
+    agg = b.aggregator()
+    found = [(a.rule, a.t) for a in agg.check(5000.0, db_last_seq=b.seq - 1)]
+    if after_the_gap == "run_resumed":
+        assert found == [] and agg.state.resumes[0]["gap"] == 4899.0
+        # the stall window runs again from the resume
+        assert agg.check(5599.0, db_last_seq=b.seq - 1) == []
+        assert [(a.rule, a.t) for a in agg.check(5600.0, db_last_seq=b.seq - 1)] == [(3, 5600.0)]
+    else:
+        assert found == [(3, 701.0)]
+
+
 def test_rule3_waits_for_the_log_when_the_database_is_ahead():
     b = LogBuilder(speed=AT_PROFILE_THRESHOLDS)
     b.enqueue(100.0)

@@ -57,6 +57,8 @@ class Fold:
                     rules.seq_jump(s, seq, t)
                 expect = seq + 1
                 if t >= next_b or t - last_trans >= stall or t < 0:
+                    if name == "run_resumed":  # the gap is reported on its own, not judged as a stall
+                        last_trans = max(last_trans, t)
                     self._keep(n, expect, t, last_trans, last_trans_seq)
                     t = self._pace(t)
                     next_b = s.next_minute
@@ -386,7 +388,7 @@ class Fold:
     def _on_resumed(self, ev, t, seq) -> None:
         s = self.state
         s.resumes.append({"t": t, "wall": ev.get("wall"), "gap": ev.get("gap"), "old_pid": ev.get("old_pid")})
-        s.last_transition_t = max(s.last_transition_t, t)  # the gap is reported on its own, not as a stall
+        s.last_transition_t = max(s.last_transition_t, t)  # (already so when the gap was long: see feed_many)
 
     def _on_abort(self, ev, t, seq) -> None:
         self.state.log_aborts.append(Abort.from_event(ev))

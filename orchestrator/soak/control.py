@@ -17,7 +17,7 @@ from orchestrator.handlers.context import load_handler
 from orchestrator.queue.runs import Run, RunStore, new_run_id, pid_alive
 from orchestrator.queue.writes import Queue
 from orchestrator.soak import arrivals
-from orchestrator.soak.pool import stop_leftovers
+from orchestrator.soak.pool import leftovers, stop_leftovers
 from orchestrator.soak.supervisor import Outcome, SoakOptions, Supervisor
 
 
@@ -75,15 +75,17 @@ def _interrupted(home: Home) -> tuple[Run, Profile]:
 
 def _take_over(home: Home, run: Run, profile: Profile, workers: int, handler: str, live: bool,
                event: str) -> Supervisor:
-    stop_leftovers(home.runtime / run.id)
+    old = leftovers(home.runtime / run.id)
     sup = Supervisor(home, run, profile, arrivals.plan(profile, run.seed),
                      SoakOptions(workers=workers, handler=handler, live=live))
-    if run.status == "starting":  # died before its clock started: the new supervisor starts it
-        return sup
-    queue = sup.queue  # the connection of this thread, as `_queue()` gives it
-    last = queue.last_event_t()
-    gap = round(sup.clock.now() - last, 3) if last is not None else None
-    queue.record(event, data={"gap": gap, "old_pid": run.supervisor_pid})
+    if run.status != "starting":  # (one that died before its clock started: the new supervisor starts it)
+        # the take-over is the first event after the gap, before the old workers' exits: the gap
+        # runs from the old supervisor's last event, and is reported, not judged as a stall
+        queue = sup.queue  # the connection of this thread, as `_queue()` gives it
+        last = queue.last_event_t()
+        gap = round(sup.clock.now() - last, 3) if last is not None else None
+        queue.record(event, data={"gap": gap, "old_pid": run.supervisor_pid})
+    stop_leftovers(old)
     return sup
 
 
@@ -110,7 +112,7 @@ def stop(home: Home, wall_timeout: float = 120.0) -> str:
                 time.sleep(0.1)
             return f"stopped run {run.id} (verdict {store.get(run.id).verdict})"
     if run.status == "starting":  # its supervisor died before the clock started: nothing ran
-        stop_leftovers(home.runtime / run.id)
+        stop_leftovers(leftovers(home.runtime / run.id))
         with Queue(home.db, WALL) as queue:
             RunStore(queue).end(run.id, "stopped", "STOPPED")
         return f"closed run {run.id}, which never started (verdict STOPPED)"

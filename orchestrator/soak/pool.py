@@ -233,27 +233,32 @@ class Pool:
         write_whole(self.config.folder / "pids.json", orjson.dumps(doc))
 
 
-def stop_leftovers(folder: Path, wall_timeout: float = 10.0) -> list[int]:
-    """After a supervisor died: stop the processes its pid file names that still run one of
-    our commands (checked by command line, so a recycled pid is never signalled)."""
+def leftovers(folder: Path) -> list[int]:
+    """After a supervisor died: the processes its pid file names that still run one of our
+    commands (checked by command line, so a recycled pid is never signalled), each continued
+    (SIGCONT): one stopped inside a write transaction would keep every writer out."""
     path = folder / "pids.json"
     if not path.exists():
         return []
-    stopped = []
+    found = []
     for info in orjson.loads(path.read_bytes()).values():
         pid = info["pid"]
-        if not pid_alive(pid) or not _is_ours(pid):
-            continue
-        kill(pid, signal.SIGCONT)
+        if pid_alive(pid) and _is_ours(pid):
+            kill(pid, signal.SIGCONT)
+            found.append(pid)
+    return found
+
+
+def stop_leftovers(pids: list[int], wall_timeout: float = 10.0) -> None:
+    """SIGTERM the `leftovers`, and SIGKILL those still there after `wall_timeout`."""
+    for pid in pids:
         kill(pid, signal.SIGTERM)
-        stopped.append(pid)
     deadline = time.monotonic() + wall_timeout
-    for pid in stopped:
+    for pid in pids:
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         if pid_alive(pid):
             kill(pid, signal.SIGKILL)
-    return stopped
 
 
 def _is_ours(pid: int) -> bool:
