@@ -162,6 +162,51 @@ def test_unseen_due_work_wakes_the_workers_instead_of_jumping(clock, until):
     assert woken.jumps == 0  # woken first: no jump happened before it looked again
 
 
+def test_due_work_unseen_by_one_worker_wakes_that_one_not_one_that_looked_since(clock, until):
+    """The check before a jump wakes one worker that has not looked since the task fell due: not
+    the one that looked after it (woken again and again, it would find nothing each time, say
+    at its in-flight cap, and the clock would never move on)."""
+    base = clock.now()
+    with clock.participant():
+        stale = idle_worker(clock, base - 50.0)
+        fresh = idle_worker(clock, base + 1.0)  # looked after the task fell due
+        until(lambda: slot_states(clock).count(WAITING) == 2, "both workers wait")
+        clock.probe = lambda t: Probe(due_now=base, next_due=None, lease_end=None, last_seq=0)
+    until(stale.is_set, "the worker that had not looked is woken")
+    assert stale.jumps == 0 and not fresh.is_set()
+    assert slot_states(clock).count(WAITING) == 1
+
+
+def test_a_task_falling_due_wakes_one_worker_the_one_that_looked_last(clock, until):
+    """A jump to a backoff's end wakes one idle worker, not all (the others would each take the
+    write lock to find nothing): the one that looked last, likeliest to be still spinning."""
+    base = clock.now()
+    leased = threading.Event()  # once a worker is woken, the task is leased: nothing is due
+    clock.probe = lambda t: (idle_probe(t) if leased.is_set() else
+                             Probe(due_now=None, next_due=base + 120.0, lease_end=None, last_seq=0))
+    with clock.participant():  # no jump before all three wait
+        workers = {looked: idle_worker(clock, base - looked) for looked in (30.0, 10.0, 20.0)}
+        until(lambda: slot_states(clock).count(WAITING) == 3, "the three workers wait")
+        leased_on = threading.Thread(target=lambda: (workers[10.0].wait(DEADLINE), leased.set()), daemon=True)
+        leased_on.start()
+    until(lambda: any(w.is_set() for w in workers.values()), "a worker is woken")
+    assert workers[10.0].is_set() and workers[10.0].jumps == 1
+    assert not workers[30.0].is_set() and not workers[20.0].is_set()
+    assert slot_states(clock).count(WAITING) == 2
+
+
+def test_a_kick_wakes_the_worker_that_looked_last_first(clock, until):
+    base = clock.now()
+    with clock.participant():
+        workers = {looked: idle_worker(clock, base - looked) for looked in (5.0, 1.0, 9.0)}
+        until(lambda: slot_states(clock).count(WAITING) == 3, "the three workers wait")
+        clock.kick(1)
+        until(workers[1.0].is_set, "the worker that looked last is woken")
+        assert slot_states(clock).count(WAITING) == 2
+        clock.kick(2)
+        until(lambda: workers[5.0].is_set() and workers[9.0].is_set(), "the other two are woken")
+
+
 def test_a_batch_of_unshipped_events_wakes_the_shipper_and_does_not_hold_the_jump(clock, until):
     """The shipper is an observer: a few events it has yet to ship neither wake it nor hold the
     clock; SHIP_BACKLOG of them wake it, and the clock jumps on while it ships."""

@@ -499,13 +499,11 @@ class SkipClock:
             self._wake_waiting(LOCK)
 
     def _wake_waiting(self, topic: int, count: int = SLOTS) -> None:
-        """Under the lock: wake up to `count` participants waiting for `topic`."""
-        for i, slot in enumerate(self._slots()):
-            if slot[2] == WAITING and slot[3] == topic:
-                self._wake(i)
-                count -= 1
-                if count <= 0:
-                    return
+        """Under the lock: wake up to `count` participants waiting for `topic` (workers: those
+        that looked last first, `_hottest`)."""
+        waiting = [(i, slot) for i, slot in enumerate(self._slots()) if slot[2] == WAITING and slot[3] == topic]
+        for i, _slot in (_hottest(waiting, count) if topic == WORK else waiting[:count]):
+            self._wake(i)
 
     def await_log(self, seq: int, soak_seconds: float) -> None:
         """Wait until the shipper has written every event up to `seq` to the log, at most
@@ -600,7 +598,8 @@ class SkipClock:
             # the log (LOG) has it ship what is there at once.
             self._wake_topic(waiting, SHIP)
         if probe.due_now is not None and probe.due_now >= looked:
-            self._wake_topic(waiting, WORK)  # a task fell due since the workers last looked
+            # a task fell due since a worker last looked: wake one that has not looked since
+            self._wake_one_worker([(i, slot) for i, slot in waiting if slot[5] <= probe.due_now])
             return
         if probe.lease_end is not None and probe.lease_end <= t and self._wake_topic(waiting, REAP):
             return  # a lease expired that the reaper has yet to return
@@ -620,10 +619,13 @@ class SkipClock:
             return
         self._set_base(earliest, time.time(), earliest - t)
         for i, slot in waiting:
-            if slot[4] <= earliest or (slot[3] == WORK and probe.next_due is not None
-                                       and probe.next_due <= earliest) or (
-                    slot[3] == REAP and probe.lease_end is not None and probe.lease_end <= earliest):
+            if slot[4] <= earliest or (slot[3] == REAP and probe.lease_end is not None and probe.lease_end <= earliest):
                 self._wake(i)
+        if probe.next_due is not None and probe.next_due <= earliest:
+            # a task falls due (a backoff's end): one worker, not all of them (one would lease it,
+            # the others would each take the write lock to find nothing); should more be due,
+            # the check above wakes the next one when this one waits again
+            self._wake_one_worker(waiting)
 
     def _state_of(self, pid: int, starttime: int, look: bool) -> str:
         """Under the lock: the state of a participant's process. A process this one saw running
@@ -642,6 +644,12 @@ class SkipClock:
             self._running.pop(pid, None)
         return state
 
+    def _wake_one_worker(self, waiting: list[tuple[int, list]]) -> None:
+        """Wake the worker waiting for work that looked last (unless a worker is woken already)."""
+        workers = [(i, slot) for i, slot in waiting if slot[3] == WORK]
+        if workers and all(self._ints[self._word(i) + 2] == WAITING for i, _slot in workers):
+            self._wake(_hottest(workers, 1)[0][0])
+
     def _wake_topic(self, waiting: list[tuple[int, list]], topic: int) -> bool:
         """Wake who waits for `topic`; whether anyone did."""
         woken = False
@@ -650,6 +658,12 @@ class SkipClock:
                 self._wake(i)
                 woken = True
         return woken
+
+
+def _hottest(workers: list[tuple[int, tuple]], count: int) -> list[tuple[int, tuple]]:
+    """The `count` workers waiting for work that looked last (`seen`, soak time): the likeliest
+    to be still looking at their slot (`SPIN_WALL`) rather than asleep."""
+    return sorted(workers, key=lambda w: w[1][5], reverse=True)[:count]
 
 
 _SHARED: dict[Path, SkipClock] = {}
