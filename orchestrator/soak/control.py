@@ -76,16 +76,18 @@ def _interrupted(home: Home) -> tuple[Run, Profile]:
 def _take_over(home: Home, run: Run, profile: Profile, workers: int, handler: str, live: bool,
                event: str) -> Supervisor:
     old = leftovers(home.runtime / run.id)
-    sup = Supervisor(home, run, profile, arrivals.plan(profile, run.seed),
-                     SoakOptions(workers=workers, handler=handler, live=live))
-    if run.status != "starting":  # (one that died before its clock started: the new supervisor starts it)
-        # the take-over is the first event after the gap, before the old workers' exits: the gap
-        # runs from the old supervisor's last event, and is reported, not judged as a stall
-        queue = sup.queue  # the connection of this thread, as `_queue()` gives it
-        last = queue.last_event_t()
-        gap = round(sup.clock.now() - last, 3) if last is not None else None
-        queue.record(event, data={"gap": gap, "old_pid": run.supervisor_pid})
-    stop_leftovers(old)
+    try:
+        sup = Supervisor(home, run, profile, arrivals.plan(profile, run.seed),
+                         SoakOptions(workers=workers, handler=handler, live=live))
+        if run.status != "starting":  # (one that died before its clock started: the new supervisor starts it)
+            # the take-over is the first event after the gap, before the old workers' exits: the
+            # gap runs from the old supervisor's last event, and is reported, not judged as a stall
+            queue = sup.queue  # the connection of this thread, as `_queue()` gives it
+            last = queue.last_event_t()
+            gap = round(sup.clock.now() - last, 3) if last is not None else None
+            queue.record(event, data={"gap": gap, "old_pid": run.supervisor_pid})
+    finally:
+        stop_leftovers(old)
     return sup
 
 
