@@ -6,7 +6,6 @@ import dataclasses
 import signal
 import sqlite3
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -390,8 +389,13 @@ def test_supervisor_kill_9_then_resume_loses_and_doubles_no_arrival(tmp_path, or
     wait_for(lambda: enqueued() > 150 and worker_crashes() > 0, timeout=60, what="a third of the arrivals")
     sup.send_signal(signal.SIGKILL)
     sup.wait(timeout=10)
-    if clock == "constant":  # gone longer than the stall window (7200 soak s = 10 wall s at 720x)
-        time.sleep(10.5)
+    if clock == "constant":  # gone longer than the stall window (7200 soak s, about 10 wall s at 720x)
+        def gone_for() -> float:  # soak seconds since the dead supervisor's run wrote its last event
+            with Queue(db_path, WALL, create=False) as queue:
+                return RunStore(queue).current().clock.now() - queue.last_event_t()
+
+        stall = profiles.load(str(profile)).abort.stall
+        wait_for(lambda: gone_for() > stall, timeout=60, what="a gap longer than the stall window")
     status = CliRunner().invoke(orch, ["soak", "status", "--home", str(home), "--json"])
     assert orjson.loads(status.output)["status"] == "interrupted"
     again = CliRunner().invoke(orch, ["soak", "start", "--profile", "24h", "--home", str(home)])
