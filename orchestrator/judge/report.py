@@ -7,8 +7,6 @@ whether the run passed and, if not, where to look.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,11 +63,9 @@ def write_summary(agg: Aggregator, out_dir: Path, *, log_path: Path | None = Non
 
 
 def _publish(text: str, path: Path, latest: Path) -> None:
-    """Write `path` atomically and copy it to `latest` atomically."""
+    """Write `path` and its copy `latest`, each whole."""
     write_whole(path, text)
-    latest_tmp = path.parent / f".{latest.name}.{os.getpid()}"
-    shutil.copyfile(path, latest_tmp)
-    os.replace(latest_tmp, latest)
+    write_whole(latest, text)
 
 
 def _safe(run_id: str) -> str:
