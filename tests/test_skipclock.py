@@ -444,6 +444,22 @@ def test_a_frozen_clock_does_not_jump(clock, until):
     s.join(0.01)
 
 
+def test_freezing_the_clock_wakes_the_workers_that_wait_for_work_and_no_timer(clock, until):
+    """No jump wakes a worker once the clock is frozen (the run winds down): the freeze wakes the
+    idle workers, so one that joined the run can look at the run's status and leave."""
+    started = threading.Event()
+    out: list = []
+    with clock.participant():
+        sleeper(clock, 3600.0, out, started)
+        started.wait(DEADLINE)
+        worker = idle_worker(clock, clock.now())
+        until(lambda: slot_states(clock).count(WAITING) == 2, "the worker and the sleeper wait")
+        clock.freeze()
+        until(worker.is_set, "the idle worker is woken")
+        assert worker.jumps == 0 and not out  # no jump; the sleeper's timer still runs
+        assert slot_states(clock).count(WAITING) == 1
+
+
 def _busy_child(path: str, ready, go) -> None:
     c = SkipClock(path)
     c.enter()

@@ -418,6 +418,37 @@ def test_supervisor_kill_9_then_resume_loses_and_doubles_no_arrival(tmp_path, or
     assert "resum" in summary.lower()
 
 
+def test_a_worker_that_joined_a_skip_clock_run_leaves_by_itself_when_the_run_is_over(tmp_path, orch_cmd, clean_env,
+                                                                                    children, wait_for):
+    """An operator's extra `orch worker` on the run's host takes part in the skip clock; once the run
+    winds down no jump wakes it again, so it must look at the run's status on its own and leave."""
+    home = tmp_path / "home"
+    profile = acceptance_profile(tmp_path, duration=12 * 3600.0)
+    sup = children.start(orch_cmd("soak", "start", "--profile", str(profile), "--clock", "skip", "--busy-rate", "5",
+                                  "--seed", "3", "--home", str(home)),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(), text=True)
+    db_path = home / "db" / "queue.db"
+
+    def running() -> bool:
+        try:
+            with sqlite3.connect(db_path) as db:
+                return db.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0] == 1
+        except sqlite3.Error:
+            return False
+
+    wait_for(running, timeout=60, what="the run to start")
+    extra = children.start(orch_cmd("worker", "--name", "extra", "--home", str(home)),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=clean_env(), text=True)
+    out, err = sup.communicate(timeout=240)
+    assert sup.returncode in (0, 1) and "Traceback" not in err, out + err
+    wait_for(lambda: extra.poll() is not None, timeout=30, what="the extra worker to leave")
+    _, extra_err = extra.communicate()
+    assert extra.returncode == 0 and "is over: exiting" in extra_err, extra_err
+    header, events = read_log(home, "accept")
+    assert [e["worker"] for e in events if e["event"] == "worker_started" and e["worker"] == "extra"] == ["extra"]
+    check_invariants(home, header, events, joined=frozenset({"extra"}))
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "orch soak stop"])
 def test_a_stopped_run_ends_cleanly_and_still_writes_its_summary(tmp_path, orch_cmd, clean_env, children, wait_for,
                                                                  how):

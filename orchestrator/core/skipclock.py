@@ -511,9 +511,12 @@ class SkipClock:
         self.wait(None, soak_seconds, LOG, seen=seq)
 
     def freeze(self) -> None:
-        """No more jumps (the run winds down): soak time runs on at the busy rate."""
+        """No more jumps (the run winds down): soak time runs on at the busy rate. The workers
+        waiting for work are woken: no jump will wake them now, so they look on their own (a
+        worker that joined the run leaves when it sees the run is over)."""
         with self._locked():
             self._bump(6, 1)
+            self._wake_waiting(WORK)
 
     def thaw(self) -> None:
         """Jumps again (a resumed run whose supervisor died while winding down)."""

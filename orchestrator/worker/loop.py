@@ -232,6 +232,10 @@ class Worker:
                         self._say(f"no task due: waiting ({look}{until})")
                     if clock.skips:  # woken by an enqueue, a task falling due, or a signal's look
                         left = None if cfg.idle_exit is None else cfg.idle_exit - (clock.now() - idle_since)
+                        if cfg.run is not None and clock.frozen:
+                            # the run winds down: no jump wakes this worker again, so it looks at
+                            # the run's status every RUN_LOOK_WALL (the run's own workers are stopped)
+                            left = min(left if left is not None else math.inf, clock.to_soak(RUN_LOOK_WALL))
                         clock.wait(self.stopping, left, WORK, seen=looked)
                         woken = True
                     else:  # a look every poll, sooner on a stop signal or the database's word
