@@ -164,6 +164,13 @@ def acceptance_profile(tmp_path: Path, *, duration: float = 86400.0) -> Path:
     return path
 
 
+def soak_running(home: Path) -> bool:
+    """Whether `orch soak status` says the home's run is running (false before the run exists)."""
+    status = CliRunner().invoke(orch, ["soak", "status", "--home", str(home), "--json"])
+    doc = orjson.loads(status.output) if status.exit_code == 0 else None  # null before the run exists
+    return isinstance(doc, dict) and doc.get("status") == "running"
+
+
 def read_log(home: Path, profile: str) -> tuple[dict, list[dict]]:
     lines = (home / "logs" / "soak" / f"soak_{profile}.jsonl").read_bytes().splitlines()
     return orjson.loads(lines[0]), [orjson.loads(x) for x in lines[1:]]
@@ -323,13 +330,8 @@ def test_a_worker_that_joins_a_running_soak_takes_its_lease_ttl(tmp_path, orch_c
                             "--seed", "3", "--home", str(home)),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env())
 
-    def running() -> bool:
-        status = CliRunner().invoke(orch, ["soak", "status", "--home", str(home), "--json"])
-        doc = orjson.loads(status.output) if status.exit_code == 0 else None  # null before the run exists
-        return isinstance(doc, dict) and doc.get("status") == "running"
-
     try:
-        wait_for(running, timeout=60, what="the run to start")
+        wait_for(lambda: soak_running(home), timeout=60, what="the run to start")
         extra = subprocess.run(orch_cmd("worker", "--home", str(home), "--name", "extra", "--max-tasks", "1",
                                         "--idle-exit", "3600"), capture_output=True, text=True, timeout=60,
                                env=clean_env())
@@ -427,16 +429,7 @@ def test_a_worker_that_joined_a_skip_clock_run_leaves_by_itself_when_the_run_is_
     sup = children.start(orch_cmd("soak", "start", "--profile", str(profile), "--clock", "skip", "--busy-rate", "5",
                                   "--seed", "3", "--home", str(home)),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(), text=True)
-    db_path = home / "db" / "queue.db"
-
-    def running() -> bool:
-        try:
-            with sqlite3.connect(db_path) as db:
-                return db.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0] == 1
-        except sqlite3.Error:
-            return False
-
-    wait_for(running, timeout=60, what="the run to start")
+    wait_for(lambda: soak_running(home), timeout=60, what="the run to start")
     extra = children.start(orch_cmd("worker", "--name", "extra", "--home", str(home)),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=clean_env(), text=True)
     out, err = sup.communicate(timeout=240)
@@ -445,7 +438,7 @@ def test_a_worker_that_joined_a_skip_clock_run_leaves_by_itself_when_the_run_is_
     _, extra_err = extra.communicate()
     assert extra.returncode == 0 and "is over: exiting" in extra_err, extra_err
     header, events = read_log(home, "accept")
-    assert [e["worker"] for e in events if e["event"] == "worker_started" and e["worker"] == "extra"] == ["extra"]
+    assert sum(e["event"] == "worker_started" and e["worker"] == "extra" for e in events) == 1  # it took part, once
     check_invariants(home, header, events, joined=frozenset({"extra"}))
 
 
